@@ -1,0 +1,258 @@
+//! The spent-ID set: which ID#s a vendor has already accepted.
+//!
+//! Safety critical: this set is what stops scrip being spent twice. IDs are
+//! issued densely within a series, so each series keeps a bitmap, about one
+//! bit per issued ID#, split into fixed chunks of [`CHUNK_BITS`] bits that
+//! are also the unit the services persist. A whole series is forgotten at
+//! once when it is past expiry, because its scrip can no longer be presented.
+//!
+//! The set is the hot, in-memory copy; whoever owns it must make an insert
+//! durable before acting on it.
+
+use dashmap::DashMap;
+
+use crate::scrip::ScripId;
+use crate::{Error, Result};
+
+/// Bits per chunk.
+pub const CHUNK_BITS: u32 = 4096;
+/// Bytes per chunk when persisted.
+pub const CHUNK_BYTES: usize = CHUNK_BITS as usize / 8;
+const CHUNK_WORDS: usize = CHUNK_BITS as usize / 64;
+
+type Chunk = [u64; CHUNK_WORDS];
+
+/// The spent sequence numbers of one series.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesBitmap {
+    chunks: Vec<Option<Box<Chunk>>>,
+    count: u64,
+}
+
+impl SeriesBitmap {
+    /// Whether `seq` is spent.
+    pub fn contains(&self, seq: u32) -> bool {
+        let (chunk, word, bit) = position(seq);
+        match self.chunks.get(chunk) {
+            Some(Some(words)) => words[word] & bit != 0,
+            _ => false,
+        }
+    }
+
+    /// Marks `seq` spent; returns `false` if it already was.
+    pub fn insert(&mut self, seq: u32) -> bool {
+        let (chunk, word, bit) = position(seq);
+        if self.chunks.len() <= chunk {
+            self.chunks.resize_with(chunk + 1, || None);
+        }
+        let words = self.chunks[chunk].get_or_insert_with(|| Box::new([0; CHUNK_WORDS]));
+        if words[word] & bit != 0 {
+            return false;
+        }
+        words[word] |= bit;
+        self.count += 1;
+        true
+    }
+
+    /// Unmarks `seq`; used only to undo an insert that could not be made durable.
+    pub fn remove(&mut self, seq: u32) {
+        let (chunk, word, bit) = position(seq);
+        if let Some(Some(words)) = self.chunks.get_mut(chunk)
+            && words[word] & bit != 0
+        {
+            words[word] &= !bit;
+            self.count -= 1;
+        }
+    }
+
+    /// Number of spent IDs.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether nothing is spent.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Approximate heap bytes used.
+    pub fn memory_bytes(&self) -> usize {
+        let allocated = self.chunks.iter().flatten().count();
+        self.chunks.capacity() * std::mem::size_of::<Option<Box<Chunk>>>()
+            + allocated * std::mem::size_of::<Chunk>()
+    }
+
+    /// The persisted form of chunk `index`: [`CHUNK_BYTES`] bytes, bit `i` of
+    /// the chunk being bit `i % 8` of byte `i / 8`.
+    pub fn chunk_bytes(&self, index: u32) -> [u8; CHUNK_BYTES] {
+        let mut out = [0u8; CHUNK_BYTES];
+        if let Some(Some(words)) = self.chunks.get(index as usize) {
+            for (i, word) in words.iter().enumerate() {
+                out[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Merges a persisted chunk into the bitmap.
+    pub fn load_chunk(&mut self, index: u32, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != CHUNK_BYTES {
+            return Err(Error::Malformed {
+                what: "spent chunk",
+                detail: "wrong length",
+            });
+        }
+        let base = index as u64 * CHUNK_BITS as u64;
+        if base > u32::MAX as u64 {
+            return Err(Error::Malformed {
+                what: "spent chunk",
+                detail: "index out of range",
+            });
+        }
+        for (i, byte) in bytes.chunks_exact(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(byte);
+            let mut word = u64::from_le_bytes(word);
+            while word != 0 {
+                let bit = word.trailing_zeros() as u64;
+                self.insert((base + i as u64 * 64 + bit) as u32);
+                word &= word - 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn position(seq: u32) -> (usize, usize, u64) {
+    let chunk = (seq / CHUNK_BITS) as usize;
+    let within = seq % CHUNK_BITS;
+    (chunk, (within / 64) as usize, 1u64 << (within % 64))
+}
+
+/// The chunk of the bitmap an ID# falls in.
+pub fn chunk_index(id: ScripId) -> u32 {
+    id.seq() / CHUNK_BITS
+}
+
+/// One vendor's spent IDs, a bitmap per series, safe to share between threads.
+#[derive(Debug, Default)]
+pub struct SpentSet {
+    series: DashMap<u32, SeriesBitmap>,
+}
+
+impl SpentSet {
+    /// An empty set.
+    pub fn new() -> SpentSet {
+        SpentSet::default()
+    }
+
+    /// Marks `id` spent; returns `false` if it already was.
+    pub fn insert(&self, id: ScripId) -> bool {
+        self.series.entry(id.series()).or_default().insert(id.seq())
+    }
+
+    /// Whether `id` is spent.
+    pub fn contains(&self, id: ScripId) -> bool {
+        self.series
+            .get(&id.series())
+            .is_some_and(|bitmap| bitmap.contains(id.seq()))
+    }
+
+    /// Undoes an insert that could not be made durable.
+    pub fn remove(&self, id: ScripId) {
+        if let Some(mut bitmap) = self.series.get_mut(&id.series()) {
+            bitmap.remove(id.seq());
+        }
+    }
+
+    /// The persisted form of the chunk holding `id`.
+    pub fn chunk_bytes(&self, id: ScripId) -> [u8; CHUNK_BYTES] {
+        match self.series.get(&id.series()) {
+            Some(bitmap) => bitmap.chunk_bytes(chunk_index(id)),
+            None => [0; CHUNK_BYTES],
+        }
+    }
+
+    /// Merges a persisted chunk of `series`.
+    pub fn load_chunk(&self, series: u32, index: u32, bytes: &[u8]) -> Result<()> {
+        self.series
+            .entry(series)
+            .or_default()
+            .load_chunk(index, bytes)
+    }
+
+    /// Forgets a whole series (past expiry and grace).
+    pub fn forget_series(&self, series: u32) {
+        self.series.remove(&series);
+    }
+
+    /// The series with at least one spent ID.
+    pub fn series(&self) -> Vec<u32> {
+        self.series.iter().map(|entry| *entry.key()).collect()
+    }
+
+    /// Number of spent IDs over all series.
+    pub fn len(&self) -> u64 {
+        self.series.iter().map(|entry| entry.len()).sum()
+    }
+
+    /// Whether nothing is spent.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes used by the bitmaps.
+    pub fn memory_bytes(&self) -> usize {
+        self.series.iter().map(|entry| entry.memory_bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_is_test_and_set() {
+        let set = SpentSet::new();
+        let id = ScripId::new(1, 5000);
+        assert!(!set.contains(id));
+        assert!(set.insert(id));
+        assert!(!set.insert(id));
+        assert!(set.contains(id));
+        assert!(!set.contains(ScripId::new(2, 5000)));
+        assert!(!set.contains(ScripId::new(1, 5001)));
+        set.remove(id);
+        assert!(!set.contains(id));
+        assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn chunks_round_trip() {
+        let mut bitmap = SeriesBitmap::default();
+        for seq in [0, 1, 63, 64, 4095, 4096, 9000, u32::MAX] {
+            bitmap.insert(seq);
+        }
+        let mut restored = SeriesBitmap::default();
+        for index in [0, 1, 2, u32::MAX / CHUNK_BITS] {
+            restored
+                .load_chunk(index, &bitmap.chunk_bytes(index))
+                .unwrap();
+        }
+        assert_eq!(restored.len(), 8);
+        for seq in [0, 1, 63, 64, 4095, 4096, 9000, u32::MAX] {
+            assert!(restored.contains(seq), "{seq}");
+        }
+        assert!(!restored.contains(2));
+        assert!(restored.load_chunk(0, &[0; 3]).is_err());
+    }
+
+    #[test]
+    fn dense_ids_cost_about_one_bit_each() {
+        let mut bitmap = SeriesBitmap::default();
+        for seq in 0..1_000_000 {
+            bitmap.insert(seq);
+        }
+        let bits_per_id = bitmap.memory_bytes() as f64 * 8.0 / 1_000_000.0;
+        assert!(bits_per_id < 1.1, "{bits_per_id} bits per ID");
+    }
+}
