@@ -1,1 +1,133 @@
-//! placeholder
+//! Durable state for the Millicent services: sled behind a narrow interface,
+//! with group commit.
+//!
+//! Both the broker and the vendor node keep the state that must survive a
+//! crash here and nowhere else. A write becomes visible at once (to readers
+//! in the same process) and durable when a later [`Ledger::commit`] returns:
+//! every caller that is waiting joins the next flush, so one `fsync` makes
+//! many operations durable at once. A service answers a request only after
+//! `commit` has returned for the writes that request made.
+//!
+//! sled is an embedded, crash-safe B-tree; this crate is the only one that
+//! names it, so the store can be replaced without touching the services.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod commit;
+mod table;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use commit::Durability;
+pub use table::{Abort, Batch, Table, TxError, TxFailure, TxTable};
+
+/// Errors of the durable store. Messages name the operation and the store's
+/// own description of the failure, never a key or value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    /// The storage engine failed (I/O error, disk full, corruption).
+    #[error("storage failed during {operation}: {detail}")]
+    Storage {
+        /// What was being done.
+        operation: &'static str,
+        /// The storage engine's description.
+        detail: String,
+    },
+    /// The committer has shut down; nothing more can be made durable.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl LedgerError {
+    pub(crate) fn storage(operation: &'static str, error: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Storage {
+            operation,
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// An open store: named tables and a group committer.
+#[derive(Clone)]
+pub struct Ledger {
+    db: sled::Db,
+    committer: Arc<commit::Committer>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the store in directory `path` and starts its
+    /// committer on the current tokio runtime.
+    pub fn open(path: &Path, durability: Durability) -> Result<Ledger, LedgerError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|error| LedgerError::storage("open", error))?;
+        let committer = Arc::new(commit::Committer::start(db.clone(), durability));
+        Ok(Ledger { db, committer })
+    }
+
+    /// The table `name`, created empty if it does not exist.
+    pub fn table(&self, name: &str) -> Result<Table, LedgerError> {
+        let tree = self
+            .db
+            .open_tree(name)
+            .map_err(|error| LedgerError::storage("open table", error))?;
+        Ok(Table::new(tree))
+    }
+
+    /// Returns once every write made before the call is durable (in
+    /// [`Durability::Strict`]), sharing one flush with concurrent callers.
+    pub async fn commit(&self) -> Result<(), LedgerError> {
+        self.committer.commit().await
+    }
+
+    /// Flushes everything now, blocking the thread; for shutdown.
+    pub fn flush_blocking(&self) -> Result<(), LedgerError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|error| LedgerError::storage("flush", error))
+    }
+
+    /// Flushes, stops the committer and releases the store, so that it can
+    /// be opened again. Returns an error if this is not the last handle.
+    pub async fn close(self) -> Result<(), LedgerError> {
+        self.flush_blocking()?;
+        let Ledger { db, committer } = self;
+        drop(db);
+        match Arc::try_unwrap(committer) {
+            Ok(committer) => {
+                committer.stop().await;
+                Ok(())
+            }
+            Err(_) => Err(LedgerError::storage("close", "the store is still in use")),
+        }
+    }
+
+    /// The durability mode the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.committer.durability()
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, LedgerError> {
+        self.db
+            .size_on_disk()
+            .map_err(|error| LedgerError::storage("size", error))
+    }
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("durability", &self.durability())
+            .finish()
+    }
+}
+
+/// Default interval between checkpoints in [`Durability::Relaxed`] mode.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
