@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 mod commit;
+mod spends;
 mod table;
 
 use std::path::Path;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use commit::Durability;
-pub use table::{Abort, Batch, Table, TxError, TxFailure, TxTable};
+pub use spends::{SpendError, SpendOutcome, SpendStore};
+pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable};
 
 /// Errors of the durable store. Messages name the operation and the store's
 /// own description of the failure, never a key or value.

@@ -7,6 +7,9 @@ use sled::transaction::{
 
 use crate::LedgerError;
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// One named table of a [`Ledger`](crate::Ledger).
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -88,7 +91,7 @@ impl Table {
     pub fn scan_prefix<P: AsRef<[u8]>>(
         &self,
         prefix: P,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LedgerError>> + use<P> {
+    ) -> impl Iterator<Item = Result<Entry, LedgerError>> + use<P> {
         self.tree.scan_prefix(prefix).map(|entry| {
             entry
                 .map(|(key, value)| (key.to_vec(), value.to_vec()))
@@ -100,7 +103,7 @@ impl Table {
     pub fn last_with_prefix(
         &self,
         prefix: impl AsRef<[u8]>,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, LedgerError> {
+    ) -> Result<Option<Entry>, LedgerError> {
         match self.tree.scan_prefix(prefix).next_back() {
             Some(Ok((key, value))) => Ok(Some((key.to_vec(), value.to_vec()))),
             Some(Err(error)) => Err(LedgerError::storage("scan", error)),
