@@ -100,10 +100,7 @@ impl Table {
     }
 
     /// The entry with the greatest key starting with `prefix`.
-    pub fn last_with_prefix(
-        &self,
-        prefix: impl AsRef<[u8]>,
-    ) -> Result<Option<Entry>, LedgerError> {
+    pub fn last_with_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Option<Entry>, LedgerError> {
         match self.tree.scan_prefix(prefix).next_back() {
             Some(Ok((key, value))) => Ok(Some((key.to_vec(), value.to_vec()))),
             Some(Err(error)) => Err(LedgerError::storage("scan", error)),
