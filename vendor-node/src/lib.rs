@@ -1,1 +1,68 @@
-//! placeholder
+//! The Millicent vendor validation node.
+//!
+//! A vendor node takes payments in vendor scrip for one or more vendors and
+//! checks each one alone: the certificate and customer secret with the
+//! vendor's master secrets, double spending with a local lookup of spent
+//! ID#s. It answers with the goods, change scrip and a reply stamp, and only
+//! once the spend is durable. It also licenses brokers to mint a vendor's
+//! scrip, one new series and customer selector per licence.
+//!
+//! The node serves `VendorService` (see `proto/millicent.proto`) over gRPC.
+//! [`RunningVendor`] starts one in-process, which is how the `millicent-vendor`
+//! binary, the load generator and the end-to-end tests run it:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), millicent_vendor::VendorError> {
+//! use millicent_vendor::{RunningVendor, VendorConfig};
+//!
+//! let config = VendorConfig {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     data_dir: "/tmp/millicent-vendor-demo".into(),
+//!     ..VendorConfig::default()
+//! };
+//! let node = RunningVendor::start(config).await?;
+//! println!("serving on {}", node.addr());
+//! node.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Where things are
+//!
+//! - `convert`: the wire boundary; every field a client sends is checked
+//!   there.
+//! - `pay`: the payment path and its durability argument.
+//! - `keys`: master secrets, series and licences in the ledger table `keys`.
+//! - `change`: dense, durably reserved ID#s for change.
+//! - `maintenance`: pruning of reply records, forgetting of expired series,
+//!   replacement of the change series.
+//!
+//! # What this crate does not do
+//!
+//! It installs no metrics recorder: a process runs only one, and a process
+//! may host a broker and a vendor node together. It records through the
+//! `metrics` macros into whatever recorder the process installed (the
+//! binary installs a Prometheus exporter). It offers no TLS itself yet: run
+//! it behind a TLS-terminating proxy where the network is not trusted.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod change;
+mod config;
+mod convert;
+mod error;
+mod keys;
+mod maintenance;
+mod node;
+mod pay;
+mod server;
+mod service;
+mod vendor;
+
+pub use config::{
+    ENV_DATA_DIR, ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ItemSpec,
+    MIN_SERIES_LIFETIME_SECS, VendorConfig, VendorSpec,
+};
+pub use error::{REASON_KEY, VendorError};
+pub use server::{MAX_MESSAGE_BYTES, RunningVendor};

@@ -1,0 +1,224 @@
+//! The one error type of the vendor node, and how each error goes on the wire.
+//!
+//! Every refusal becomes a gRPC status whose code says what kind of failure
+//! it is and whose `millicent-reason` metadata entry names it in snake_case,
+//! for programs. Messages are for people; none contains secret material.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use millicent_core::{ScripId, Variant, VendorName};
+use millicent_ledger::LedgerError;
+use tonic::{Code, Status};
+
+/// Metadata key of the machine-readable reason of a refusal.
+pub const REASON_KEY: &str = "millicent-reason";
+
+/// Everything a vendor node can fail at or refuse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VendorError {
+    /// The configuration is unusable.
+    #[error("configuration: {detail}")]
+    Config {
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// The data directory cannot be created or read.
+    #[error("data directory {}: {detail}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The data directory is open to other users; it holds master secrets.
+    #[error(
+        "data directory {} has mode {mode:04o}, so other users can reach the master secrets \
+         in it; run `chmod 700 {}` and start again",
+        path.display(),
+        path.display()
+    )]
+    InsecureDataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        detail: String,
+    },
+    /// The operating system's random number generator failed.
+    #[error("the system random number generator failed: {detail}")]
+    Random {
+        /// Its description of the failure.
+        detail: String,
+    },
+    /// Stored key material cannot be read back.
+    #[error("stored key record {what} is unreadable: {detail}")]
+    CorruptKeys {
+        /// Which record.
+        what: String,
+        /// What is wrong with it.
+        detail: &'static str,
+    },
+    /// The store failed; nothing is accepted until it recovers.
+    #[error("storage failed ({0}); payments and licences are refused until the store recovers")]
+    Storage(#[from] LedgerError),
+    /// The node did not stop cleanly.
+    #[error("shutdown: {detail}")]
+    Shutdown {
+        /// What did not finish.
+        detail: String,
+    },
+
+    /// The protocol core refused the input.
+    #[error("{0}")]
+    Protocol(#[from] millicent_core::Error),
+    /// The scrip's ID# was already spent by a different request, or its
+    /// reply is past the retry window.
+    #[error("scrip {id} has already been spent")]
+    DoubleSpend {
+        /// The ID# of the scrip.
+        id: ScripId,
+    },
+    /// No vendor of that name is served here.
+    #[error("vendor {vendor:?} is not served by this node; GetPrices lists the vendors")]
+    UnknownVendor {
+        /// The name asked for.
+        vendor: String,
+    },
+    /// The vendor sells no item of the requested name. The name itself is
+    /// left out: in the private variant it was sent sealed.
+    #[error("vendor {vendor} sells no such item; GetPrices lists the items")]
+    UnknownItem {
+        /// The vendor.
+        vendor: VendorName,
+    },
+    /// The vendor does not take payments in this variant.
+    #[error(
+        "vendor {vendor} does not accept the {} variant; GetPrices lists the accepted ones",
+        variant.name()
+    )]
+    VariantNotAccepted {
+        /// The vendor.
+        vendor: VendorName,
+        /// The variant used.
+        variant: Variant,
+    },
+    /// The call needs a credential it did not carry.
+    #[error("{detail}")]
+    Unauthenticated {
+        /// What was missing or wrong.
+        detail: &'static str,
+    },
+    /// A numbering space of the vendor is used up.
+    #[error("vendor {vendor} has run out of {what}")]
+    Exhausted {
+        /// The vendor.
+        vendor: VendorName,
+        /// What ran out.
+        what: &'static str,
+    },
+}
+
+impl VendorError {
+    /// The stable snake_case reason sent as `millicent-reason` and used as
+    /// the `outcome` label of metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VendorError::Protocol(error) => error.reason(),
+            VendorError::DoubleSpend { .. } => "double_spend",
+            VendorError::UnknownVendor { .. } => "unknown_vendor",
+            VendorError::UnknownItem { .. } => "unknown_item",
+            VendorError::VariantNotAccepted { .. } => "variant_not_accepted",
+            VendorError::Unauthenticated { .. } => "unauthenticated",
+            VendorError::Storage(_) => "storage",
+            VendorError::Exhausted { .. } => "exhausted",
+            VendorError::Config { .. }
+            | VendorError::DataDir { .. }
+            | VendorError::InsecureDataDir { .. }
+            | VendorError::Bind { .. }
+            | VendorError::Random { .. }
+            | VendorError::CorruptKeys { .. }
+            | VendorError::Shutdown { .. } => "internal",
+        }
+    }
+
+    /// The gRPC status code that fits the error.
+    pub fn code(&self) -> Code {
+        match self {
+            VendorError::Protocol(error) => protocol_code(error),
+            VendorError::DoubleSpend { .. } => Code::AlreadyExists,
+            VendorError::UnknownVendor { .. } | VendorError::UnknownItem { .. } => Code::NotFound,
+            VendorError::VariantNotAccepted { .. } => Code::FailedPrecondition,
+            VendorError::Unauthenticated { .. } => Code::Unauthenticated,
+            VendorError::Storage(_) => Code::Unavailable,
+            VendorError::Exhausted { .. } => Code::ResourceExhausted,
+            _ => Code::Internal,
+        }
+    }
+}
+
+fn protocol_code(error: &millicent_core::Error) -> Code {
+    use millicent_core::Error as E;
+    match error {
+        E::BadCertificate
+        | E::BadRequestStamp
+        | E::BadReplyStamp
+        | E::BadSeal(_)
+        | E::WrongVendor { .. }
+        | E::UnknownSeries(_)
+        | E::UnknownCustomerSelector(_)
+        | E::WrongSuite { .. } => Code::PermissionDenied,
+        E::Expired { .. } | E::InsufficientValue { .. } => Code::FailedPrecondition,
+        // Malformed, too large, unknown suite, variant mismatch, amount
+        // overflow, and whatever later versions of the core add.
+        _ => Code::InvalidArgument,
+    }
+}
+
+impl From<VendorError> for Status {
+    fn from(error: VendorError) -> Status {
+        let mut status = Status::new(error.code(), error.to_string());
+        if let Ok(value) = error.reason().parse() {
+            status.metadata_mut().insert(REASON_KEY, value);
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_code_and_reason() {
+        let status = Status::from(VendorError::Protocol(millicent_core::Error::BadCertificate));
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.metadata().get(REASON_KEY).unwrap(),
+            "bad_certificate"
+        );
+
+        let status = Status::from(VendorError::Protocol(millicent_core::Error::Expired {
+            expires_at: 1,
+            now: 2,
+        }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+
+        let status = Status::from(VendorError::Storage(LedgerError::Closed));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .contains("refused until the store recovers")
+        );
+        assert_eq!(status.metadata().get(REASON_KEY).unwrap(), "storage");
+    }
+}

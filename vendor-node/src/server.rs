@@ -1,0 +1,251 @@
+//! Starting and stopping a node: data directory, store, gRPC server and
+//! background task, in that order up and in reverse order down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use millicent_ledger::{Durability, Ledger};
+use millicent_proto::vendor_service_server::VendorServiceServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::node::{Node, unix_now};
+use crate::service::GrpcVendor;
+use crate::{VendorConfig, VendorError, maintenance};
+
+/// Largest gRPC message the node decodes. A payment is well under 2 KiB;
+/// the limit stops a client making the node buffer large bodies.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// How long shutdown waits for requests in flight to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A node serving `VendorService`, started by [`RunningVendor::start`].
+///
+/// Stop it with [`RunningVendor::shutdown`]; dropping it instead leaves the
+/// server running until the runtime ends and the store open.
+#[derive(Debug)]
+pub struct RunningVendor {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    node: Arc<Node>,
+    ledger: Ledger,
+    stop_serving: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_maintenance: oneshot::Sender<()>,
+    maintenance: JoinHandle<()>,
+}
+
+impl RunningVendor {
+    /// Opens the store in `config.data_dir`, loads or creates every
+    /// vendor's keys, binds `config.listen` and returns once the node is
+    /// accepting connections. Needs a tokio runtime.
+    pub async fn start(config: VendorConfig) -> Result<RunningVendor, VendorError> {
+        let catalogues = config.validate()?;
+        prepare_data_dir(&config.data_dir)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| VendorError::Bind {
+                addr: config.listen,
+                detail: error.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|error| VendorError::Bind {
+            addr: config.listen,
+            detail: error.to_string(),
+        })?;
+
+        let ledger = Ledger::open(&config.data_dir, Durability::Strict)?;
+        let node = match Node::open(&config, catalogues, &ledger, unix_now()).await {
+            Ok(node) => Arc::new(node),
+            Err(error) => {
+                // Release the directory so that a corrected start can open it.
+                if let Err(close) = ledger.close().await {
+                    tracing::warn!(error = %close, "closing the store after a failed start");
+                }
+                return Err(error);
+            }
+        };
+        match &config.licence_token {
+            None => tracing::warn!(
+                "no licence_token configured: every GrantLicence request will be refused; \
+                 set licence_token or MILLICENT_LICENCE_TOKEN to license brokers"
+            ),
+            Some(token) if token.len() < 16 => tracing::warn!(
+                "licence_token is shorter than 16 characters; use a long random token"
+            ),
+            Some(_) => {}
+        }
+
+        let service = VendorServiceServer::new(GrpcVendor::new(node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop_serving, serving_stopped) = oneshot::channel::<()>();
+        let server = Server::builder()
+            .load_shed(true)
+            .concurrency_limit_per_connection(config.max_requests_per_connection)
+            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = serving_stopped.await;
+            });
+        let server = tokio::spawn(server);
+
+        let (stop_maintenance, maintenance_stopped) = oneshot::channel();
+        let maintenance = tokio::spawn(maintenance::run(node.clone(), maintenance_stopped));
+
+        let vendors: Vec<&str> = node
+            .vendors()
+            .iter()
+            .map(|vendor| vendor.name().as_str())
+            .collect();
+        tracing::info!(
+            node = %config.node,
+            listen = %addr,
+            data_dir = %config.data_dir.display(),
+            vendors = %vendors.join(","),
+            "vendor node serving"
+        );
+        Ok(RunningVendor {
+            addr,
+            data_dir: config.data_dir,
+            node,
+            ledger,
+            stop_serving,
+            server,
+            stop_maintenance,
+            maintenance,
+        })
+    }
+
+    /// The address the node listens on (with the real port if the
+    /// configuration asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, stops
+    /// the background task, flushes the store and releases its directory,
+    /// so that a node can be started on it again in the same process.
+    pub async fn shutdown(self) -> Result<(), VendorError> {
+        let RunningVendor {
+            addr,
+            data_dir,
+            node,
+            ledger,
+            stop_serving,
+            server,
+            stop_maintenance,
+            maintenance,
+        } = self;
+
+        tracing::info!(listen = %addr, "stopping: no new connections, draining requests in flight");
+        let _ = stop_serving.send(());
+        match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "the gRPC server ended with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "the gRPC server task failed"),
+            Err(_) => tracing::warn!(
+                seconds = DRAIN_TIMEOUT.as_secs(),
+                "requests still in flight after the drain timeout"
+            ),
+        }
+        let _ = stop_maintenance.send(());
+        if let Err(error) = maintenance.await {
+            tracing::warn!(%error, "the background task failed");
+        }
+
+        // Connection tasks drop their handles on the node just after the
+        // server reports them closed; the store can only close after that.
+        let Some(node) = sole_owner(node, DRAIN_TIMEOUT).await else {
+            ledger.flush_blocking()?;
+            return Err(VendorError::Shutdown {
+                detail: "requests still held the store after the drain timeout; it was \
+                         flushed but not closed"
+                    .to_owned(),
+            });
+        };
+        tracing::info!("requests drained");
+        drop(node);
+        ledger.close().await?;
+        tracing::info!(data_dir = %data_dir.display(), "store flushed and closed");
+        Ok(())
+    }
+}
+
+/// Waits until `node` is the only handle left, for at most `limit`.
+async fn sole_owner(mut node: Arc<Node>, limit: Duration) -> Option<Node> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match Arc::try_unwrap(node) {
+            Ok(node) => return Some(node),
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                node = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Creates the data directory with mode 0700, and refuses one that group
+/// or others can reach: it holds master secrets.
+fn prepare_data_dir(path: &Path) -> Result<(), VendorError> {
+    let failed = |detail: String| VendorError::DataDir {
+        path: path.to_owned(),
+        detail,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        if !path.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|error| failed(format!("cannot create it: {error}")))?;
+        }
+        let metadata =
+            std::fs::metadata(path).map_err(|error| failed(format!("cannot read it: {error}")))?;
+        if !metadata.is_dir() {
+            return Err(failed("it is not a directory".to_owned()));
+        }
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(VendorError::InsecureDataDir {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path).map_err(|error| failed(format!("cannot create it: {error}")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/b");
+        prepare_data_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let error = prepare_data_dir(&fresh).unwrap_err();
+        assert!(matches!(
+            error,
+            VendorError::InsecureDataDir { mode: 0o750, .. }
+        ));
+        assert!(error.to_string().contains("chmod 700"));
+    }
+}
