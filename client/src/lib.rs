@@ -1,1 +1,39 @@
-//! placeholder
+//! The Millicent customer side: protocol calls, a wallet, and the
+//! `millicent` command line.
+//!
+//! A customer opens an account at a broker, buys broker scrip from it,
+//! exchanges broker scrip for scrip of a vendor, and pays the vendor with
+//! that scrip, keeping the change. This crate does each of those steps:
+//!
+//! - [`protocol`]: one stateless function per call to a broker or vendor
+//!   node, which checks the reply the way the protocol requires (stamps,
+//!   change, values). The load generator drives these directly.
+//! - [`wallet`]: a JSON file of broker accounts, scrip and history, written
+//!   atomically with owner-only permissions, and the operations that spend
+//!   from it safely across crashes and lost replies.
+//! - [`convert`]: the one place where wire messages become protocol types.
+//! - [`ClientError`]: every failure, with the server's machine-readable
+//!   reason when it refused.
+//!
+//! # What this crate does not do
+//!
+//! - It does not speak TLS yet: URLs must be `http://`, so it suits local
+//!   and trusted networks until the transport gains TLS.
+//! - The wallet file is not encrypted at rest; it relies on owner-only
+//!   file permissions, like an SSH key without a passphrase.
+//! - The wallet file is not locked: one process per wallet at a time.
+
+#![forbid(unsafe_code)]
+
+pub mod convert;
+mod error;
+pub mod protocol;
+pub mod wallet;
+
+pub use convert::{scrip_from_wire, scrip_to_wire};
+pub use error::{ClientError, REASON_METADATA_KEY};
+pub use protocol::{
+    AccountKey, BoughtScrip, BrokerInfoSummary, Exchanged, Paid, VendorOfferSummary, account_auth,
+    broker_info, buy_broker_scrip, exchange, open_account, pay, prices,
+};
+pub use wallet::{PayOrder, Wallet};

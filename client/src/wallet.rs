@@ -1,0 +1,1191 @@
+//! The wallet: broker accounts, scrip and history kept in one file, and the
+//! operations that spend them.
+//!
+//! # Crash safety
+//!
+//! Scrip is cash: a wallet that forgets scrip it paid with, or change it was
+//! given, loses money. Every operation that spends therefore has the same
+//! shape:
+//!
+//! 1. connect to the server (nothing is recorded if that fails);
+//! 2. record the call in the wallet and save: the scrip to be paid is marked
+//!    *in flight* with what it is paying for, or a purchase of broker scrip is
+//!    kept as a *pending buy* with the time and nonce of its account call;
+//! 3. make the call;
+//! 4. apply the answer (remove the spent scrip, add change and new scrip,
+//!    append history) and save.
+//!
+//! A crash or lost reply between 2 and 4 leaves the call recorded. Repeating
+//! it is safe: a secure payment with the same scrip and request has the same
+//! request stamp, which the vendor (or broker) recognises as a retry and
+//! answers with its first reply; an account call with the same nonce gets
+//! the first call's reply. [`Wallet::recover`] repeats every recorded call.
+//! A private payment is repeated with a freshly sealed request, whose stamp
+//! is still the same because it covers the plaintext.
+//!
+//! A refusal is final: the scrip is released, or dropped from the wallet if
+//! the reason says it can never be spent (`double_spend`, `expired`,
+//! `bad_certificate`). A reply that fails the protocol's checks releases the
+//! scrip too: the server may have spent it, and if so the next attempt to
+//! use it is refused as a double spend and drops it.
+//!
+//! The wallet file is not locked: two processes using one wallet at once
+//! can each overwrite the other's changes, losing scrip. Use one process per
+//! wallet at a time.
+
+mod file;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use millicent_core::{Amount, CustomerSecret, Scrip, ScripId, Suite, Variant, VendorName};
+use millicent_proto::broker_service_client::BrokerServiceClient;
+use millicent_proto::vendor_service_client::VendorServiceClient;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use crate::ClientError;
+use crate::protocol::{
+    self, AccountCallId, AccountKey, Paid, VendorOfferSummary, connect_broker, connect_vendor,
+    normalize_url, now_ms,
+};
+
+/// Refusal reasons after which a piece of scrip can never be spent, so the
+/// wallet drops it.
+pub const DROP_REASONS: &[&str] = &["double_spend", "expired", "bad_certificate"];
+
+/// A wallet file, loaded.
+///
+/// `Debug` shows scrip and history but no secret: customer secrets and
+/// account keys print as `..`.
+#[derive(Debug)]
+pub struct Wallet {
+    path: PathBuf,
+    brokers: Vec<BrokerAccount>,
+    broker_scrip: Vec<HeldScrip>,
+    vendor_scrip: Vec<HeldScrip>,
+    pending_buys: Vec<PendingBuy>,
+    history: Vec<HistoryEntry>,
+}
+
+/// An account at a broker.
+#[derive(Clone, Debug)]
+pub struct BrokerAccount {
+    /// The broker's name: the vendor name in its broker scrip.
+    pub name: VendorName,
+    /// Where the broker answers.
+    pub url: String,
+    /// The suite of its broker scrip and account MACs.
+    pub suite: Suite,
+    /// The account's ID.
+    pub account_id: u64,
+    key: AccountKey,
+    /// The vendors the broker sells scrip for, as it last said.
+    pub vendors: Vec<String>,
+}
+
+impl BrokerAccount {
+    /// The key authenticating calls on the account.
+    pub fn key(&self) -> &AccountKey {
+        &self.key
+    }
+
+    /// Whether the broker said it sells scrip for `vendor`.
+    pub fn sells_for(&self, vendor: &VendorName) -> bool {
+        self.vendors.iter().any(|name| name == vendor.as_str())
+    }
+}
+
+/// A piece of scrip the wallet holds, with its customer secret.
+#[derive(Clone, Debug)]
+pub struct HeldScrip {
+    scrip: Scrip,
+    secret: CustomerSecret,
+    vendor_url: Option<String>,
+    in_flight: Option<InFlight>,
+}
+
+impl HeldScrip {
+    fn new(scrip: Scrip, secret: CustomerSecret, vendor_url: Option<String>) -> HeldScrip {
+        HeldScrip {
+            scrip,
+            secret,
+            vendor_url,
+            in_flight: None,
+        }
+    }
+
+    /// The scrip.
+    pub fn scrip(&self) -> &Scrip {
+        &self.scrip
+    }
+
+    /// Its customer secret.
+    pub fn secret(&self) -> &CustomerSecret {
+        &self.secret
+    }
+
+    /// For vendor scrip, the vendor node it was last used with.
+    pub fn vendor_url(&self) -> Option<&str> {
+        self.vendor_url.as_deref()
+    }
+
+    /// The call it was sent in whose answer has not been recorded, if any.
+    pub fn in_flight(&self) -> Option<&InFlight> {
+        self.in_flight.as_ref()
+    }
+
+    fn key(&self) -> ScripKey {
+        ScripKey {
+            vendor: self.scrip.body().vendor.clone(),
+            id: self.scrip.id(),
+        }
+    }
+
+    fn is_spendable(&self, now_s: u64) -> bool {
+        self.in_flight.is_none() && self.scrip.body().expires_at > now_s
+    }
+}
+
+/// A call a piece of scrip was sent in, recorded before sending so that it
+/// can be repeated if the answer is lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InFlight {
+    /// Payment for an item at a vendor node.
+    Pay {
+        /// The variant used.
+        variant: Variant,
+        /// The item paid for.
+        item: String,
+        /// The vendor node paid.
+        vendor_url: String,
+    },
+    /// Exchange of broker scrip for vendor scrip.
+    Exchange {
+        /// The vendor whose scrip was asked for.
+        vendor: VendorName,
+        /// The value asked for.
+        value: Amount,
+        /// The vendor node the scrip was wanted for, if known.
+        vendor_url: Option<String>,
+    },
+}
+
+/// A purchase of broker scrip whose answer has not been recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingBuy {
+    /// The broker.
+    pub broker: VendorName,
+    /// The value bought.
+    pub amount: Amount,
+    /// The account call, repeated as is to fetch a lost answer.
+    pub call: AccountCallId,
+}
+
+/// One line of the wallet's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When the call was made, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// What was done.
+    pub kind: HistoryKind,
+    /// The broker involved, for purchases and exchanges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// The vendor involved, for exchanges and payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// The item paid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// What it cost: the price of an item, the value plus fee of an
+    /// exchange, the amount of a purchase.
+    #[serde(default, with = "file::optional_amount")]
+    pub price: Option<Amount>,
+    /// The value of the change received.
+    #[serde(default, with = "file::optional_amount")]
+    pub change: Option<Amount>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl HistoryEntry {
+    fn new(kind: HistoryKind) -> HistoryEntry {
+        HistoryEntry {
+            time_ms: now_ms(),
+            kind,
+            broker: None,
+            vendor: None,
+            item: None,
+            price: None,
+            change: None,
+            outcome: Outcome::Ok,
+        }
+    }
+}
+
+/// The kinds of history entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryKind {
+    /// Broker scrip bought from an account's balance.
+    Buy,
+    /// Broker scrip exchanged for vendor scrip.
+    Exchange,
+    /// A vendor paid for an item.
+    Pay,
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It succeeded.
+    Ok,
+    /// The server refused it.
+    Refused {
+        /// The server's reason.
+        reason: String,
+    },
+    /// The reply failed the protocol's checks, or the call could not be made.
+    Failed {
+        /// What went wrong, in snake_case.
+        reason: String,
+    },
+    /// The answer was lost; the call is still recorded and
+    /// [`Wallet::recover`] repeats it.
+    Interrupted,
+}
+
+/// What to pay for, for [`Wallet::pay`].
+#[derive(Clone, Debug)]
+pub struct PayOrder {
+    /// The vendor node's URL.
+    pub vendor_url: String,
+    /// The vendor, when the node serves several that sell the item; otherwise
+    /// the first vendor listing the item is paid.
+    pub vendor: Option<VendorName>,
+    /// The item's name.
+    pub item: String,
+    /// The variant; by default the secure variant if the vendor accepts it.
+    pub variant: Option<Variant>,
+    /// When vendor scrip must be bought, buy at least this much, so that
+    /// the next payments to the vendor need no exchange.
+    pub top_up: Amount,
+}
+
+/// The result of [`Wallet::join_broker`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// The broker's name.
+    pub broker: VendorName,
+    /// The account at that broker.
+    pub account_id: u64,
+    /// False if the wallet already had an account there; then only the
+    /// broker's URL and vendor list were refreshed.
+    pub new_account: bool,
+}
+
+/// The result of [`Wallet::buy`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bought {
+    /// The broker.
+    pub broker: VendorName,
+    /// The value of broker scrip bought.
+    pub value: Amount,
+    /// The account balance left.
+    pub balance: Amount,
+}
+
+/// An exchange made on the way to a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExchangeSummary {
+    /// The broker.
+    pub broker: VendorName,
+    /// The value of vendor scrip received.
+    pub value: Amount,
+    /// What it cost in broker scrip, fee included.
+    pub price: Amount,
+}
+
+/// The result of [`Wallet::pay`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purchase {
+    /// The vendor paid.
+    pub vendor: VendorName,
+    /// The item.
+    pub item: String,
+    /// The variant used.
+    pub variant: Variant,
+    /// The goods.
+    pub goods: Vec<u8>,
+    /// The price charged.
+    pub price: Amount,
+    /// The value of the change received (zero if none).
+    pub change: Amount,
+    /// The exchange made to get vendor scrip, if one was needed.
+    pub exchange: Option<ExchangeSummary>,
+}
+
+/// Value held in scrip of one issuer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScripTotal {
+    /// Total value of the scrip that can be spent.
+    pub value: Amount,
+    /// How many pieces that is.
+    pub pieces: usize,
+    /// Total value of scrip in calls whose answer was lost.
+    pub in_flight: Amount,
+    /// Total value of expired scrip, which no vendor accepts any more.
+    pub expired: Amount,
+}
+
+impl ScripTotal {
+    fn add(&mut self, held: &HeldScrip, now_s: u64) -> Result<(), ClientError> {
+        let value = held.scrip.value();
+        if held.in_flight.is_some() {
+            self.in_flight = self.in_flight.checked_add(value)?;
+        } else if held.scrip.body().expires_at <= now_s {
+            self.expired = self.expired.checked_add(value)?;
+        } else {
+            self.value = self.value.checked_add(value)?;
+            self.pieces += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What the wallet holds at one broker.
+#[derive(Debug)]
+pub struct BrokerBalance {
+    /// The broker.
+    pub broker: VendorName,
+    /// The account.
+    pub account_id: u64,
+    /// The account balance, or why it could not be fetched.
+    pub account: Result<Amount, ClientError>,
+    /// Broker scrip held.
+    pub scrip: ScripTotal,
+}
+
+/// What the wallet holds for one vendor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorBalance {
+    /// The vendor.
+    pub vendor: VendorName,
+    /// Vendor scrip held.
+    pub scrip: ScripTotal,
+}
+
+/// The result of [`Wallet::balances`].
+#[derive(Debug)]
+pub struct Balances {
+    /// One entry per broker joined.
+    pub brokers: Vec<BrokerBalance>,
+    /// One entry per vendor whose scrip is held, by name.
+    pub vendors: Vec<VendorBalance>,
+}
+
+/// A recorded call that [`Wallet::recover`] settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The history entry it added.
+    pub entry: HistoryEntry,
+    /// The goods, for a payment that went through.
+    pub goods: Option<Vec<u8>>,
+}
+
+/// The result of [`Wallet::recover`].
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Calls settled, one way or the other.
+    pub settled: Vec<Recovered>,
+    /// Why the calls still recorded could not be settled this time.
+    pub unsettled: Vec<ClientError>,
+}
+
+/// The two purses of a wallet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purse {
+    Broker,
+    Vendor,
+}
+
+/// Identifies a piece of scrip in a purse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ScripKey {
+    vendor: VendorName,
+    id: ScripId,
+}
+
+/// A call's history entry, and its result for the caller.
+struct Settled<T> {
+    entry: HistoryEntry,
+    result: Result<T, ClientError>,
+}
+
+impl Wallet {
+    /// Creates an empty wallet at `path`; fails if a file is there already.
+    pub fn create(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
+        let wallet = Wallet::empty(path.into());
+        store::create(&wallet.path, &file::encode(&wallet)?)?;
+        Ok(wallet)
+    }
+
+    /// Loads the wallet at `path`.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
+        let path = path.into();
+        let contents = store::read(&path)?;
+        file::decode(path, &contents)
+    }
+
+    /// Writes the wallet to its file, atomically and durably.
+    pub fn save(&self) -> Result<(), ClientError> {
+        store::replace(&self.path, &file::encode(self)?)
+    }
+
+    fn empty(path: PathBuf) -> Wallet {
+        Wallet {
+            path,
+            brokers: Vec::new(),
+            broker_scrip: Vec::new(),
+            vendor_scrip: Vec::new(),
+            pending_buys: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// The wallet file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The brokers joined, in the order joined.
+    pub fn brokers(&self) -> &[BrokerAccount] {
+        &self.brokers
+    }
+
+    /// Broker scrip held.
+    pub fn broker_scrip(&self) -> &[HeldScrip] {
+        &self.broker_scrip
+    }
+
+    /// Vendor scrip held.
+    pub fn vendor_scrip(&self) -> &[HeldScrip] {
+        &self.vendor_scrip
+    }
+
+    /// Purchases of broker scrip whose answer was lost.
+    pub fn pending_buys(&self) -> &[PendingBuy] {
+        &self.pending_buys
+    }
+
+    /// Everything done with the wallet, oldest first.
+    pub fn history(&self) -> &[HistoryEntry] {
+        &self.history
+    }
+
+    /// Whether some call's answer was lost, so that [`Wallet::recover`]
+    /// has work to do.
+    pub fn has_unsettled_calls(&self) -> bool {
+        !self.pending_buys.is_empty()
+            || self
+                .broker_scrip
+                .iter()
+                .chain(&self.vendor_scrip)
+                .any(|held| held.in_flight.is_some())
+    }
+
+    /// Opens an account at the broker at `url` and keeps its key. If the
+    /// wallet already has an account there, only the broker's URL and vendor
+    /// list are refreshed.
+    pub async fn join_broker(&mut self, url: &str) -> Result<Joined, ClientError> {
+        let url = normalize_url(url);
+        let mut client = connect_broker(&url).await?;
+        let info = protocol::broker_info(&mut client).await?;
+
+        if let Some(known) = self.brokers.iter_mut().find(|b| b.name == info.name) {
+            known.url = url;
+            known.vendors = info.vendors;
+            let joined = Joined {
+                broker: known.name.clone(),
+                account_id: known.account_id,
+                new_account: false,
+            };
+            self.save()?;
+            return Ok(joined);
+        }
+
+        let (account_id, key) = protocol::open_account(&mut client).await?;
+        self.brokers.push(BrokerAccount {
+            name: info.name.clone(),
+            url,
+            suite: info.suite,
+            account_id,
+            key,
+            vendors: info.vendors,
+        });
+        self.save()?;
+        Ok(Joined {
+            broker: info.name,
+            account_id,
+            new_account: true,
+        })
+    }
+
+    /// Buys broker scrip worth `amount` from the account at `broker` (by
+    /// name), or at the first broker joined.
+    pub async fn buy(
+        &mut self,
+        broker: Option<&str>,
+        amount: Amount,
+    ) -> Result<Bought, ClientError> {
+        let account = match broker {
+            Some(name) => self.broker_named(name)?,
+            None => self.brokers.first().ok_or_else(|| ClientError::NoBroker {
+                detail: "the wallet has joined no broker".to_owned(),
+            })?,
+        };
+        let url = account.url.clone();
+        let pending = PendingBuy {
+            broker: account.name.clone(),
+            amount,
+            call: AccountCallId::fresh(),
+        };
+        let mut client = connect_broker(&url).await?;
+
+        self.pending_buys.push(pending.clone());
+        self.save()?;
+        let settled = self.settle_buy(&mut client, &pending).await?;
+        self.finish(settled)
+    }
+
+    /// Pays for an item at a vendor node, exchanging broker scrip for vendor
+    /// scrip first if no vendor scrip held covers the price.
+    pub async fn pay(&mut self, order: &PayOrder) -> Result<Purchase, ClientError> {
+        let vendor_url = normalize_url(&order.vendor_url);
+        let mut vendor_client = connect_vendor(&vendor_url).await?;
+        let offers = protocol::prices(&mut vendor_client).await?;
+        let (vendor, price, variant) = choose_offer(&offers, order, &vendor_url)?;
+
+        let (key, exchange) = match self.pick_vendor_scrip(&vendor, price, now_ms() / 1000) {
+            Some(key) => (key, None),
+            None => {
+                let value = order.top_up.max(price);
+                let (key, summary) = self.exchange_for(&vendor, value, &vendor_url).await?;
+                (key, Some(summary))
+            }
+        };
+
+        let in_flight = InFlight::Pay {
+            variant,
+            item: order.item.clone(),
+            vendor_url: vendor_url.clone(),
+        };
+        self.mark_in_flight(Purse::Vendor, &key, in_flight)?;
+        let settled = self
+            .settle_pay(&mut vendor_client, &key, variant, &order.item, &vendor_url)
+            .await?;
+        let paid = self.finish(settled)?;
+        Ok(Purchase {
+            vendor,
+            item: order.item.clone(),
+            variant,
+            goods: paid.goods,
+            price: paid.price,
+            change: change_value(paid.change.as_ref()),
+            exchange,
+        })
+    }
+
+    /// Account balances (fetched from each broker) and the scrip held.
+    pub async fn balances(&self) -> Result<Balances, ClientError> {
+        let now_s = now_ms() / 1000;
+        let mut brokers = Vec::with_capacity(self.brokers.len());
+        for account in &self.brokers {
+            let mut scrip = ScripTotal::default();
+            for held in &self.broker_scrip {
+                if held.scrip.body().vendor == account.name {
+                    scrip.add(held, now_s)?;
+                }
+            }
+            let balance = async {
+                let mut client = connect_broker(&account.url).await?;
+                let statement = protocol::get_account(
+                    &mut client,
+                    account.suite,
+                    account.account_id,
+                    account.key.expose_bytes(),
+                )
+                .await?;
+                Ok(statement.balance)
+            };
+            brokers.push(BrokerBalance {
+                broker: account.name.clone(),
+                account_id: account.account_id,
+                account: balance.await,
+                scrip,
+            });
+        }
+
+        let mut vendors = BTreeMap::<VendorName, ScripTotal>::new();
+        for held in &self.vendor_scrip {
+            let vendor = held.scrip.body().vendor.clone();
+            vendors.entry(vendor).or_default().add(held, now_s)?;
+        }
+        Ok(Balances {
+            brokers,
+            vendors: vendors
+                .into_iter()
+                .map(|(vendor, scrip)| VendorBalance { vendor, scrip })
+                .collect(),
+        })
+    }
+
+    /// Repeats every call whose answer was lost (pending purchases, scrip in
+    /// flight) and records the answers. Calls that still get no answer stay
+    /// recorded for the next attempt.
+    pub async fn recover(&mut self) -> Result<Recovery, ClientError> {
+        let mut recovery = Recovery::default();
+
+        for pending in self.pending_buys.clone() {
+            let client = match self.broker_named(pending.broker.as_str()) {
+                Ok(account) => connect_broker(&account.url.clone()).await,
+                Err(error) => Err(error),
+            };
+            match client {
+                Ok(mut client) => {
+                    let settled = self.settle_buy(&mut client, &pending).await?;
+                    recovery.note(settled, |_| None);
+                }
+                Err(error) => recovery.unsettled.push(error),
+            }
+        }
+
+        for held in self.broker_scrip.clone() {
+            let Some(InFlight::Exchange {
+                vendor,
+                value,
+                vendor_url,
+            }) = held.in_flight.clone()
+            else {
+                continue;
+            };
+            let client = match self.broker_named(held.scrip.body().vendor.as_str()) {
+                Ok(account) => connect_broker(&account.url.clone()).await,
+                Err(error) => Err(error),
+            };
+            match client {
+                Ok(mut client) => {
+                    let settled = self
+                        .settle_exchange(&mut client, &held.key(), &vendor, value, vendor_url)
+                        .await?;
+                    recovery.note(settled, |_| None);
+                }
+                Err(error) => recovery.unsettled.push(error),
+            }
+        }
+
+        for held in self.vendor_scrip.clone() {
+            let Some(InFlight::Pay {
+                variant,
+                item,
+                vendor_url,
+            }) = held.in_flight.clone()
+            else {
+                continue;
+            };
+            match connect_vendor(&vendor_url).await {
+                Ok(mut client) => {
+                    let settled = self
+                        .settle_pay(&mut client, &held.key(), variant, &item, &vendor_url)
+                        .await?;
+                    recovery.note(settled, |paid| Some(paid.goods.clone()));
+                }
+                Err(error) => recovery.unsettled.push(error),
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// Gets vendor scrip worth `value` for `vendor` by exchanging the
+    /// largest broker scrip of a broker that sells it. The broker's fee is
+    /// not known in advance; if the scrip does not cover value and fee the
+    /// broker refuses with `insufficient_value`.
+    async fn exchange_for(
+        &mut self,
+        vendor: &VendorName,
+        value: Amount,
+        vendor_url: &str,
+    ) -> Result<(ScripKey, ExchangeSummary), ClientError> {
+        if !self.brokers.iter().any(|b| b.sells_for(vendor)) {
+            self.refresh_broker_info().await?;
+        }
+        let now_s = now_ms() / 1000;
+        let largest = self
+            .broker_scrip
+            .iter()
+            .filter(|held| held.is_spendable(now_s))
+            .filter(|held| {
+                let issuer = &held.scrip.body().vendor;
+                self.brokers
+                    .iter()
+                    .any(|b| b.name == *issuer && b.sells_for(vendor))
+            })
+            .max_by_key(|held| held.scrip.value());
+        let Some(largest) = largest else {
+            return Err(self.no_scrip(vendor, value));
+        };
+        if largest.scrip.value() < value {
+            return Err(ClientError::NoScrip {
+                vendor: vendor.to_string(),
+                needed: value,
+                detail: format!(
+                    "the largest broker scrip held is worth {}; buy more with `millicent buy`",
+                    largest.scrip.value()
+                ),
+            });
+        }
+
+        let key = largest.key();
+        let url = self.broker_named(key.vendor.as_str())?.url.clone();
+        let mut client = connect_broker(&url).await?;
+        let in_flight = InFlight::Exchange {
+            vendor: vendor.clone(),
+            value,
+            vendor_url: Some(vendor_url.to_owned()),
+        };
+        self.mark_in_flight(Purse::Broker, &key, in_flight)?;
+        let settled = self
+            .settle_exchange(
+                &mut client,
+                &key,
+                vendor,
+                value,
+                Some(vendor_url.to_owned()),
+            )
+            .await?;
+        self.finish(settled)
+    }
+
+    /// Why no broker scrip can be exchanged for `vendor`'s scrip.
+    fn no_scrip(&self, vendor: &VendorName, value: Amount) -> ClientError {
+        let sellers: Vec<&str> = self
+            .brokers
+            .iter()
+            .filter(|b| b.sells_for(vendor))
+            .map(|b| b.name.as_str())
+            .collect();
+        let detail = if self.brokers.is_empty() {
+            "the wallet has joined no broker; join one with `millicent join`".to_owned()
+        } else if sellers.is_empty() {
+            "no broker joined sells this vendor's scrip; join one that does".to_owned()
+        } else {
+            format!(
+                "no broker scrip of {} is held; buy some with `millicent buy`",
+                sellers.join(", ")
+            )
+        };
+        ClientError::NoScrip {
+            vendor: vendor.to_string(),
+            needed: value,
+            detail,
+        }
+    }
+
+    /// Asks every broker again which vendors it serves. A broker that cannot
+    /// be reached keeps the list it gave before.
+    async fn refresh_broker_info(&mut self) -> Result<(), ClientError> {
+        let mut changed = false;
+        for account in &mut self.brokers {
+            let Ok(mut client) = connect_broker(&account.url).await else {
+                continue;
+            };
+            let Ok(info) = protocol::broker_info(&mut client).await else {
+                continue;
+            };
+            if info.name == account.name && info.vendors != account.vendors {
+                account.vendors = info.vendors;
+                changed = true;
+            }
+        }
+        if changed {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The smallest spendable vendor scrip for `vendor` worth at least `price`.
+    fn pick_vendor_scrip(
+        &self,
+        vendor: &VendorName,
+        price: Amount,
+        now_s: u64,
+    ) -> Option<ScripKey> {
+        self.vendor_scrip
+            .iter()
+            .filter(|held| held.scrip.body().vendor == *vendor)
+            .filter(|held| held.is_spendable(now_s) && held.scrip.value() >= price)
+            .min_by_key(|held| held.scrip.value())
+            .map(HeldScrip::key)
+    }
+
+    fn broker_named(&self, name: &str) -> Result<&BrokerAccount, ClientError> {
+        self.brokers
+            .iter()
+            .find(|b| b.name.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.brokers.iter().map(|b| b.name.as_str()).collect();
+                ClientError::NoBroker {
+                    detail: if known.is_empty() {
+                        format!("no broker named {name:?} is joined; the wallet has joined none")
+                    } else {
+                        format!(
+                            "no broker named {name:?} is joined; the wallet knows {}",
+                            known.join(", ")
+                        )
+                    },
+                }
+            })
+    }
+
+    /// Makes the purchase `pending` (already recorded) and records its answer.
+    async fn settle_buy(
+        &mut self,
+        client: &mut BrokerServiceClient<Channel>,
+        pending: &PendingBuy,
+    ) -> Result<Settled<Bought>, ClientError> {
+        let account = self.broker_named(pending.broker.as_str())?.clone();
+        let mut entry = HistoryEntry::new(HistoryKind::Buy);
+        entry.broker = Some(account.name.to_string());
+        entry.price = Some(pending.amount);
+
+        let result = protocol::buy_broker_scrip_as(
+            client,
+            account.suite,
+            account.account_id,
+            account.key.expose_bytes(),
+            pending.amount,
+            pending.call,
+        )
+        .await
+        .and_then(|bought| {
+            let issuer = &bought.scrip.body().vendor;
+            if *issuer != account.name {
+                return Err(ClientError::BadReply {
+                    call: "BuyBrokerScrip",
+                    detail: format!("carries scrip of {issuer}, not of {}", account.name),
+                });
+            }
+            Ok(bought)
+        });
+
+        let result = match result {
+            Err(error) if error.outcome_unknown() => {
+                entry.outcome = Outcome::Interrupted;
+                return Ok(Settled {
+                    entry,
+                    result: Err(error),
+                });
+            }
+            Ok(bought) => {
+                self.broker_scrip
+                    .push(HeldScrip::new(bought.scrip, bought.secret, None));
+                Ok(Bought {
+                    broker: account.name.clone(),
+                    value: pending.amount,
+                    balance: bought.balance,
+                })
+            }
+            Err(error) => {
+                entry.outcome = failure_outcome(&error);
+                Err(error)
+            }
+        };
+        self.pending_buys.retain(|p| p.call != pending.call);
+        self.record(&entry)?;
+        Ok(Settled { entry, result })
+    }
+
+    /// Makes the exchange of the broker scrip `key` (already marked in
+    /// flight) and records its answer.
+    async fn settle_exchange(
+        &mut self,
+        client: &mut BrokerServiceClient<Channel>,
+        key: &ScripKey,
+        vendor: &VendorName,
+        value: Amount,
+        vendor_url: Option<String>,
+    ) -> Result<Settled<(ScripKey, ExchangeSummary)>, ClientError> {
+        let held = self.held(Purse::Broker, key)?.clone();
+        let mut entry = HistoryEntry::new(HistoryKind::Exchange);
+        entry.broker = Some(key.vendor.to_string());
+        entry.vendor = Some(vendor.to_string());
+
+        let result = protocol::exchange(client, &held.scrip, &held.secret, vendor, value).await;
+        let exchanged = match result {
+            Ok(exchanged) => exchanged,
+            Err(error) => {
+                self.record_failure(Purse::Broker, key, &mut entry, &error)?;
+                return Ok(Settled {
+                    entry,
+                    result: Err(error),
+                });
+            }
+        };
+
+        self.take(Purse::Broker, key);
+        entry.price = Some(exchanged.price);
+        entry.change = Some(change_value(exchanged.change.as_ref()));
+        if let Some(change) = exchanged.change {
+            self.broker_scrip
+                .push(HeldScrip::new(change, held.secret.clone(), None));
+        }
+        let vendor_held =
+            HeldScrip::new(exchanged.vendor_scrip, exchanged.vendor_secret, vendor_url);
+        let vendor_key = vendor_held.key();
+        self.vendor_scrip.push(vendor_held);
+        self.record(&entry)?;
+        Ok(Settled {
+            entry,
+            result: Ok((
+                vendor_key,
+                ExchangeSummary {
+                    broker: key.vendor.clone(),
+                    value,
+                    price: exchanged.price,
+                },
+            )),
+        })
+    }
+
+    /// Makes the payment with the vendor scrip `key` (already marked in
+    /// flight) and records its answer.
+    async fn settle_pay(
+        &mut self,
+        client: &mut VendorServiceClient<Channel>,
+        key: &ScripKey,
+        variant: Variant,
+        item: &str,
+        vendor_url: &str,
+    ) -> Result<Settled<Paid>, ClientError> {
+        let held = self.held(Purse::Vendor, key)?.clone();
+        let mut entry = HistoryEntry::new(HistoryKind::Pay);
+        entry.vendor = Some(key.vendor.to_string());
+        entry.item = Some(item.to_owned());
+
+        let result = protocol::pay(client, &held.scrip, &held.secret, variant, item).await;
+        let paid = match result {
+            Ok(paid) => paid,
+            Err(error) => {
+                self.record_failure(Purse::Vendor, key, &mut entry, &error)?;
+                return Ok(Settled {
+                    entry,
+                    result: Err(error),
+                });
+            }
+        };
+
+        self.take(Purse::Vendor, key);
+        entry.price = Some(paid.price);
+        entry.change = Some(change_value(paid.change.as_ref()));
+        if let Some(change) = &paid.change {
+            self.vendor_scrip.push(HeldScrip::new(
+                change.clone(),
+                held.secret.clone(),
+                Some(vendor_url.to_owned()),
+            ));
+        }
+        self.record(&entry)?;
+        Ok(Settled {
+            entry,
+            result: Ok(paid),
+        })
+    }
+
+    /// The caller's result of a call made for the first time: an answer
+    /// that was lost is written to the history as interrupted.
+    fn finish<T>(&mut self, settled: Settled<T>) -> Result<T, ClientError> {
+        if settled.entry.outcome == Outcome::Interrupted {
+            self.record(&settled.entry)?;
+        }
+        settled.result
+    }
+
+    /// Records a failed call with scrip from `purse`: the scrip stays in
+    /// flight if the answer was lost, is dropped if it can never be spent,
+    /// and is released otherwise.
+    fn record_failure(
+        &mut self,
+        purse: Purse,
+        key: &ScripKey,
+        entry: &mut HistoryEntry,
+        error: &ClientError,
+    ) -> Result<(), ClientError> {
+        if error.outcome_unknown() {
+            entry.outcome = Outcome::Interrupted;
+            return Ok(());
+        }
+        entry.outcome = failure_outcome(error);
+        match error.reason() {
+            Some(reason) if DROP_REASONS.contains(&reason) => {
+                self.take(purse, key);
+            }
+            _ => {
+                if let Some(index) = self.position(purse, key) {
+                    self.purse_mut(purse)[index].in_flight = None;
+                }
+            }
+        }
+        self.record(entry)
+    }
+
+    fn mark_in_flight(
+        &mut self,
+        purse: Purse,
+        key: &ScripKey,
+        in_flight: InFlight,
+    ) -> Result<(), ClientError> {
+        let index = self.position(purse, key).ok_or_else(|| missing(key))?;
+        let held = &mut self.purse_mut(purse)[index];
+        if let InFlight::Pay { vendor_url, .. } = &in_flight {
+            held.vendor_url = Some(vendor_url.clone());
+        }
+        held.in_flight = Some(in_flight);
+        self.save()
+    }
+
+    fn record(&mut self, entry: &HistoryEntry) -> Result<(), ClientError> {
+        self.history.push(entry.clone());
+        self.save()
+    }
+
+    fn purse(&self, purse: Purse) -> &Vec<HeldScrip> {
+        match purse {
+            Purse::Broker => &self.broker_scrip,
+            Purse::Vendor => &self.vendor_scrip,
+        }
+    }
+
+    fn purse_mut(&mut self, purse: Purse) -> &mut Vec<HeldScrip> {
+        match purse {
+            Purse::Broker => &mut self.broker_scrip,
+            Purse::Vendor => &mut self.vendor_scrip,
+        }
+    }
+
+    fn position(&self, purse: Purse, key: &ScripKey) -> Option<usize> {
+        self.purse(purse).iter().position(|held| held.key() == *key)
+    }
+
+    fn held(&self, purse: Purse, key: &ScripKey) -> Result<&HeldScrip, ClientError> {
+        let index = self.position(purse, key).ok_or_else(|| missing(key))?;
+        Ok(&self.purse(purse)[index])
+    }
+
+    fn take(&mut self, purse: Purse, key: &ScripKey) -> Option<HeldScrip> {
+        let index = self.position(purse, key)?;
+        Some(self.purse_mut(purse).remove(index))
+    }
+}
+
+impl Recovery {
+    fn note<T>(&mut self, settled: Settled<T>, goods: impl FnOnce(&T) -> Option<Vec<u8>>) {
+        match settled.result {
+            Err(error) if error.outcome_unknown() => self.unsettled.push(error),
+            result => self.settled.push(Recovered {
+                entry: settled.entry,
+                goods: result.as_ref().ok().and_then(goods),
+            }),
+        }
+    }
+}
+
+/// Picks the vendor, price and variant for `order` from a node's price list.
+fn choose_offer(
+    offers: &[VendorOfferSummary],
+    order: &PayOrder,
+    vendor_url: &str,
+) -> Result<(VendorName, Amount, Variant), ClientError> {
+    let found = offers
+        .iter()
+        .filter(|offer| order.vendor.as_ref().is_none_or(|v| offer.vendor == *v))
+        .find_map(|offer| Some((offer, offer.price_of(&order.item)?)));
+    let Some((offer, price)) = found else {
+        return Err(ClientError::NoSuchItem {
+            vendor_url: vendor_url.to_owned(),
+            vendor: order.vendor.as_ref().map(VendorName::to_string),
+            item: order.item.clone(),
+        });
+    };
+
+    let accepts = |variant: &Variant| offer.variants.is_empty() || offer.variants.contains(variant);
+    let variant = match order.variant {
+        Some(variant) if accepts(&variant) => variant,
+        Some(variant) => {
+            return Err(ClientError::VariantNotAccepted {
+                vendor: offer.vendor.to_string(),
+                variant: variant.name(),
+                accepted: accepted_names(&offer.variants),
+            });
+        }
+        None => [Variant::Secure, Variant::Private, Variant::Clear]
+            .into_iter()
+            .find(accepts)
+            .ok_or_else(|| ClientError::VariantNotAccepted {
+                vendor: offer.vendor.to_string(),
+                variant: Variant::Secure.name(),
+                accepted: accepted_names(&offer.variants),
+            })?,
+    };
+    Ok((offer.vendor.clone(), price, variant))
+}
+
+fn accepted_names(variants: &[Variant]) -> String {
+    let names: Vec<&str> = variants.iter().map(|v| v.name()).collect();
+    names.join(", ")
+}
+
+fn change_value(change: Option<&Scrip>) -> Amount {
+    change.map_or(Amount::ZERO, Scrip::value)
+}
+
+fn missing(key: &ScripKey) -> ClientError {
+    ClientError::NoScrip {
+        vendor: key.vendor.to_string(),
+        needed: Amount::ZERO,
+        detail: format!("scrip {} is no longer in the wallet", key.id),
+    }
+}
+
+/// The history outcome of a failed call whose answer did arrive.
+fn failure_outcome(error: &ClientError) -> Outcome {
+    if let Some(reason) = error.reason() {
+        return Outcome::Refused {
+            reason: reason.to_owned(),
+        };
+    }
+    let reason = match error {
+        ClientError::Protocol(error) => error.reason().to_owned(),
+        ClientError::BadReply { .. } => "bad_reply".to_owned(),
+        ClientError::Limit { .. } => "too_large".to_owned(),
+        ClientError::Rpc { code, .. } => snake_case(&format!("{code:?}")),
+        _ => "error".to_owned(),
+    };
+    Outcome::Failed { reason }
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

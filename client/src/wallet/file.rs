@@ -1,0 +1,340 @@
+//! The wallet file's format: JSON, with byte strings in hex.
+//!
+//! The records here mirror the wallet's in-memory types field for field;
+//! reading a file checks every field (names, suites, scrip encodings, secret
+//! lengths) so that a damaged file is refused as a whole rather than
+//! half-loaded. Hex strings of secrets are zeroised when a record is dropped.
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "brokers": [{ "name": "broker.example", "url": "http://127.0.0.1:7001",
+//!                 "suite": "classic", "account_id": 7, "account_key": "<hex>",
+//!                 "vendors": ["news.example"] }],
+//!   "broker_scrip": [{ "broker": "broker.example", "scrip": "<hex>",
+//!                      "secret": "<hex>" }],
+//!   "vendor_scrip": [{ "vendor": "news.example", "vendor_url": "http://…",
+//!                      "scrip": "<hex>", "secret": "<hex>",
+//!                      "in_flight": { "kind": "pay", "variant": "secure",
+//!                                     "item": "article-1", "vendor_url": "http://…" } }],
+//!   "pending_buys": [{ "broker": "broker.example", "amount": 500,
+//!                      "timestamp_ms": 1800000000000, "nonce": "<hex>" }],
+//!   "history": [{ "time_ms": 1800000000000, "kind": "pay", "vendor": "news.example",
+//!                 "item": "article-1", "price": 30, "change": 70, "outcome": "ok" }]
+//! }
+//! ```
+//!
+//! Scrip is stored as body followed by certificate (`Scrip::encode`).
+
+use std::path::PathBuf;
+
+use millicent_core::account::NONCE_LEN;
+use millicent_core::{Amount, CustomerSecret, Scrip, Suite, Variant, VendorName};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{BrokerAccount, HeldScrip, HistoryEntry, InFlight, PendingBuy, Wallet};
+use crate::ClientError;
+use crate::protocol::{AccountCallId, AccountKey};
+
+/// The version of the format written by this program.
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct WalletRecord {
+    version: u32,
+    #[serde(default)]
+    brokers: Vec<BrokerRecord>,
+    #[serde(default)]
+    broker_scrip: Vec<BrokerScripRecord>,
+    #[serde(default)]
+    vendor_scrip: Vec<VendorScripRecord>,
+    #[serde(default)]
+    pending_buys: Vec<PendingBuyRecord>,
+    #[serde(default)]
+    history: Vec<HistoryEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BrokerRecord {
+    name: String,
+    url: String,
+    suite: String,
+    account_id: u64,
+    account_key: Zeroizing<String>,
+    #[serde(default)]
+    vendors: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BrokerScripRecord {
+    broker: String,
+    scrip: String,
+    secret: Zeroizing<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_flight: Option<InFlightRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VendorScripRecord {
+    vendor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vendor_url: Option<String>,
+    scrip: String,
+    secret: Zeroizing<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_flight: Option<InFlightRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum InFlightRecord {
+    Pay {
+        variant: String,
+        item: String,
+        vendor_url: String,
+    },
+    Exchange {
+        vendor: String,
+        value: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vendor_url: Option<String>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingBuyRecord {
+    broker: String,
+    amount: u64,
+    timestamp_ms: u64,
+    nonce: String,
+}
+
+/// The file contents for `wallet`, in a buffer zeroised when dropped.
+pub(super) fn encode(wallet: &Wallet) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let record = WalletRecord {
+        version: FORMAT_VERSION,
+        brokers: wallet.brokers.iter().map(broker_record).collect(),
+        broker_scrip: wallet
+            .broker_scrip
+            .iter()
+            .map(|held| BrokerScripRecord {
+                broker: held.scrip.body().vendor.to_string(),
+                scrip: hex::encode(held.scrip.encode()),
+                secret: Zeroizing::new(hex::encode(held.secret.expose_bytes())),
+                in_flight: held.in_flight.as_ref().map(in_flight_record),
+            })
+            .collect(),
+        vendor_scrip: wallet
+            .vendor_scrip
+            .iter()
+            .map(|held| VendorScripRecord {
+                vendor: held.scrip.body().vendor.to_string(),
+                vendor_url: held.vendor_url.clone(),
+                scrip: hex::encode(held.scrip.encode()),
+                secret: Zeroizing::new(hex::encode(held.secret.expose_bytes())),
+                in_flight: held.in_flight.as_ref().map(in_flight_record),
+            })
+            .collect(),
+        pending_buys: wallet
+            .pending_buys
+            .iter()
+            .map(|pending| PendingBuyRecord {
+                broker: pending.broker.to_string(),
+                amount: pending.amount.units(),
+                timestamp_ms: pending.call.timestamp_ms,
+                nonce: hex::encode(pending.call.nonce),
+            })
+            .collect(),
+        history: wallet.history.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&record).map_err(|error| ClientError::Wallet {
+        path: wallet.path.clone(),
+        action: "encode",
+        error: std::io::Error::other(error),
+    })?;
+    bytes.push(b'\n');
+    Ok(Zeroizing::new(bytes))
+}
+
+fn broker_record(account: &BrokerAccount) -> BrokerRecord {
+    BrokerRecord {
+        name: account.name.to_string(),
+        url: account.url.clone(),
+        suite: account.suite.name().to_owned(),
+        account_id: account.account_id,
+        account_key: Zeroizing::new(hex::encode(account.key.expose_bytes())),
+        vendors: account.vendors.clone(),
+    }
+}
+
+fn in_flight_record(in_flight: &InFlight) -> InFlightRecord {
+    match in_flight {
+        InFlight::Pay {
+            variant,
+            item,
+            vendor_url,
+        } => InFlightRecord::Pay {
+            variant: variant.name().to_owned(),
+            item: item.clone(),
+            vendor_url: vendor_url.clone(),
+        },
+        InFlight::Exchange {
+            vendor,
+            value,
+            vendor_url,
+        } => InFlightRecord::Exchange {
+            vendor: vendor.to_string(),
+            value: value.units(),
+            vendor_url: vendor_url.clone(),
+        },
+    }
+}
+
+/// The wallet stored in `contents`, read from `path`.
+pub(super) fn decode(path: PathBuf, contents: &[u8]) -> Result<Wallet, ClientError> {
+    match decode_record(contents) {
+        Ok(mut wallet) => {
+            wallet.path = path;
+            Ok(wallet)
+        }
+        Err(detail) => Err(ClientError::WalletCorrupt { path, detail }),
+    }
+}
+
+/// Reading fails with a description of the first bad field.
+type Checked<T> = Result<T, String>;
+
+fn decode_record(contents: &[u8]) -> Checked<Wallet> {
+    let record: WalletRecord =
+        serde_json::from_slice(contents).map_err(|error| format!("not a wallet file ({error})"))?;
+    if record.version != FORMAT_VERSION {
+        return Err(format!(
+            "it is in format version {}, and this program reads version {FORMAT_VERSION}",
+            record.version
+        ));
+    }
+
+    let mut wallet = Wallet::empty(PathBuf::new());
+    for broker in &record.brokers {
+        wallet.brokers.push(BrokerAccount {
+            name: vendor_name(&broker.name)?,
+            url: broker.url.clone(),
+            suite: Suite::from_name(&broker.suite).ok_or_else(|| {
+                format!(
+                    "broker {} uses unknown suite {:?}",
+                    broker.name, broker.suite
+                )
+            })?,
+            account_id: broker.account_id,
+            key: AccountKey::from_bytes(&secret_bytes("account key", &broker.account_key)?),
+            vendors: broker.vendors.clone(),
+        });
+    }
+    for held in &record.broker_scrip {
+        let mut scrip = held_scrip(&held.broker, &held.scrip, &held.secret)?;
+        scrip.in_flight = held.in_flight.as_ref().map(in_flight).transpose()?;
+        wallet.broker_scrip.push(scrip);
+    }
+    for held in &record.vendor_scrip {
+        let mut scrip = held_scrip(&held.vendor, &held.scrip, &held.secret)?;
+        scrip.vendor_url = held.vendor_url.clone();
+        scrip.in_flight = held.in_flight.as_ref().map(in_flight).transpose()?;
+        wallet.vendor_scrip.push(scrip);
+    }
+    for pending in &record.pending_buys {
+        let nonce = hex::decode(&pending.nonce)
+            .ok()
+            .and_then(|bytes| <[u8; NONCE_LEN]>::try_from(bytes).ok())
+            .ok_or_else(|| format!("a pending buy has a bad nonce {:?}", pending.nonce))?;
+        wallet.pending_buys.push(PendingBuy {
+            broker: vendor_name(&pending.broker)?,
+            amount: Amount::new(pending.amount),
+            call: AccountCallId {
+                timestamp_ms: pending.timestamp_ms,
+                nonce,
+            },
+        });
+    }
+    wallet.history = record.history;
+    Ok(wallet)
+}
+
+fn held_scrip(issuer: &str, scrip: &str, secret: &str) -> Checked<HeldScrip> {
+    let bytes =
+        hex::decode(scrip).map_err(|error| format!("scrip of {issuer} is not hex ({error})"))?;
+    let scrip = Scrip::decode_concatenated(&bytes)
+        .map_err(|error| format!("scrip of {issuer} does not decode ({error})"))?;
+    if scrip.body().vendor.as_str() != issuer {
+        return Err(format!(
+            "scrip filed under {issuer} is scrip of {}",
+            scrip.body().vendor
+        ));
+    }
+    let secret =
+        CustomerSecret::from_slice(scrip.suite(), &secret_bytes("customer secret", secret)?)
+            .map_err(|error| {
+                format!(
+                    "scrip {} of {issuer} has a bad secret ({error})",
+                    scrip.id()
+                )
+            })?;
+    Ok(HeldScrip::new(scrip, secret, None))
+}
+
+fn in_flight(record: &InFlightRecord) -> Checked<InFlight> {
+    Ok(match record {
+        InFlightRecord::Pay {
+            variant,
+            item,
+            vendor_url,
+        } => InFlight::Pay {
+            variant: Variant::from_name(variant)
+                .ok_or_else(|| format!("unknown payment variant {variant:?}"))?,
+            item: item.clone(),
+            vendor_url: vendor_url.clone(),
+        },
+        InFlightRecord::Exchange {
+            vendor,
+            value,
+            vendor_url,
+        } => InFlight::Exchange {
+            vendor: vendor_name(vendor)?,
+            value: Amount::new(*value),
+            vendor_url: vendor_url.clone(),
+        },
+    })
+}
+
+fn vendor_name(name: &str) -> Checked<VendorName> {
+    VendorName::new(name).map_err(|error| format!("{name:?} is not a vendor name ({error})"))
+}
+
+/// Decodes a hex secret into a buffer zeroised when dropped. The message
+/// never quotes the secret.
+fn secret_bytes(what: &str, hex_text: &str) -> Checked<Zeroizing<Vec<u8>>> {
+    hex::decode(hex_text)
+        .map(Zeroizing::new)
+        .map_err(|_| format!("a stored {what} is not hex"))
+}
+
+/// Serde helpers for an optional [`Amount`], stored as its units.
+pub(super) mod optional_amount {
+    use millicent_core::Amount;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the units, or null.
+    pub(crate) fn serialize<S: Serializer>(
+        amount: &Option<Amount>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        amount.map(Amount::units).serialize(serializer)
+    }
+
+    /// Reads the units, or null.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Amount>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Amount::new))
+    }
+}

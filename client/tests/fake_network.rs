@@ -1,0 +1,750 @@
+//! The wallet against an in-process broker and vendor node.
+//!
+//! The fakes here implement the gRPC services with `millicent-core` and a
+//! few maps, just enough of each server to exercise every client path:
+//! joining, buying, exchanging, the three variants, refusals, and replies
+//! lost after the server acted. They are not the real services, whose own
+//! behaviour is tested end to end elsewhere.
+
+// The fakes are test code too: a failed unwrap in them is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use millicent_client::protocol::{self, connect_broker, connect_vendor};
+use millicent_client::wallet::{HistoryKind, Outcome, PayOrder, Wallet};
+use millicent_client::{ClientError, REASON_METADATA_KEY, scrip_to_wire};
+use millicent_core::account::{account_key, account_mac};
+use millicent_core::exchange::{ExchangeRequest, exchange_goods, seal_customer_secret};
+use millicent_core::payment::ChangeSlot;
+use millicent_core::scrip::{CustId, Properties, ScripBody};
+use millicent_core::suite::Mac;
+use millicent_core::{
+    Amount, CustomerKey, KeyRing, MasterSecret, Payment, Scrip, ScripId, SealPurpose, SeriesKey,
+    Suite, Variant, VendorName,
+};
+use millicent_proto as wire;
+use millicent_proto::broker_service_server::{BrokerService, BrokerServiceServer};
+use millicent_proto::vendor_service_server::{VendorService, VendorServiceServer};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+
+const VENDOR: &str = "news.example";
+const BROKER: &str = "broker.example";
+const OPERATOR_TOKEN: &str = "operator-token";
+const ARTICLE_PRICE: u64 = 30;
+const EXCHANGE_FEE: u64 = 2;
+const GOODS: &[u8] = b"the article";
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn ring(vendor: &str, scrip_secret: u8, customer_secret: u8) -> KeyRing {
+    let mut ring = KeyRing::new(VendorName::new(vendor).unwrap());
+    ring.add_series(SeriesKey {
+        series: 1,
+        suite: Suite::Classic,
+        expires_at: now_s() + 3600,
+        secret: MasterSecret::new(Suite::Classic, [scrip_secret; 32]),
+    });
+    ring.add_customer_key(CustomerKey {
+        selector: 1,
+        suite: Suite::Classic,
+        secret: MasterSecret::new(Suite::Classic, [customer_secret; 32]),
+    });
+    ring
+}
+
+fn vendor_ring() -> KeyRing {
+    ring(VENDOR, 0x11, 0x22)
+}
+
+fn refuse(code: Code, reason: &'static str) -> Status {
+    let mut status = Status::new(code, format!("refused: {reason}"));
+    status
+        .metadata_mut()
+        .insert(REASON_METADATA_KEY, MetadataValue::from_static(reason));
+    status
+}
+
+fn core_refusal(error: millicent_core::Error) -> Status {
+    let mut status = Status::new(Code::FailedPrecondition, error.to_string());
+    status.metadata_mut().insert(
+        REASON_METADATA_KEY,
+        MetadataValue::try_from(error.reason()).unwrap(),
+    );
+    status
+}
+
+fn decode_scrip(scrip: Option<wire::Scrip>) -> Result<Scrip, Status> {
+    let scrip = scrip.ok_or_else(|| refuse(Code::InvalidArgument, "malformed"))?;
+    Scrip::decode(&scrip.body, &scrip.certificate).map_err(core_refusal)
+}
+
+fn stamp(suite: Suite, bytes: &[u8]) -> Result<Option<Mac>, Status> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    Mac::parse(suite, "request stamp", bytes)
+        .map(Some)
+        .map_err(core_refusal)
+}
+
+fn stamp_bytes(stamp: Option<Mac>) -> Vec<u8> {
+    stamp.map(|s| s.as_bytes().to_vec()).unwrap_or_default()
+}
+
+/// A vendor node selling one article, remembering spent scrip and the
+/// reply to each, so a retried payment gets the same reply.
+struct FakeVendor {
+    ring: KeyRing,
+    state: Mutex<VendorState>,
+    lose_next_reply: AtomicBool,
+    tamper_next_reply: AtomicBool,
+}
+
+struct VendorState {
+    next_seq: u32,
+    spent: HashMap<u64, (Option<Mac>, wire::PayReply)>,
+}
+
+impl FakeVendor {
+    fn new() -> FakeVendor {
+        FakeVendor {
+            ring: vendor_ring(),
+            state: Mutex::new(VendorState {
+                next_seq: 1_000_000,
+                spent: HashMap::new(),
+            }),
+            lose_next_reply: AtomicBool::new(false),
+            tamper_next_reply: AtomicBool::new(false),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl VendorService for FakeVendor {
+    async fn pay(
+        &self,
+        request: Request<wire::PayRequest>,
+    ) -> Result<Response<wire::PayReply>, Status> {
+        let request = request.into_inner();
+        let scrip = decode_scrip(request.scrip)?;
+        let variant = match request.variant {
+            1 => Variant::Clear,
+            2 => Variant::Secure,
+            3 => Variant::Private,
+            _ => return Err(refuse(Code::InvalidArgument, "malformed")),
+        };
+        let request_stamp = stamp(scrip.suite(), &request.request_stamp)?;
+        let payment = Payment {
+            scrip,
+            variant,
+            request: request.request,
+            request_stamp,
+        };
+        let verified = payment.verify(&self.ring, now_s()).map_err(core_refusal)?;
+        let id = verified.scrip().id().as_u64();
+
+        let mut state = self.state.lock().unwrap();
+        if let Some((seen, reply)) = state.spent.get(&id) {
+            if seen.is_some() && seen.as_ref() == verified.request_stamp() {
+                return Ok(Response::new(reply.clone()));
+            }
+            return Err(refuse(Code::AlreadyExists, "double_spend"));
+        }
+        if verified.request() != b"article-1" {
+            return Err(refuse(Code::NotFound, "unknown_item"));
+        }
+        let slot = ChangeSlot {
+            id: ScripId::new(1, state.next_seq),
+            expires_at: verified.scrip().body().expires_at,
+        };
+        state.next_seq += 1;
+        let reply = verified
+            .reply(
+                &self.ring,
+                Amount::new(ARTICLE_PRICE),
+                Some(slot),
+                GOODS,
+                &[7; 8],
+            )
+            .map_err(core_refusal)?;
+        let mut wire_reply = wire::PayReply {
+            goods: reply.goods,
+            change: reply.change.as_ref().map(scrip_to_wire),
+            reply_stamp: stamp_bytes(reply.reply_stamp),
+            price: ARTICLE_PRICE,
+        };
+        state.spent.insert(id, (request_stamp, wire_reply.clone()));
+
+        if self.lose_next_reply.swap(false, Ordering::SeqCst) {
+            return Err(Status::unavailable("connection reset"));
+        }
+        if self.tamper_next_reply.swap(false, Ordering::SeqCst) {
+            wire_reply.goods = b"something else".to_vec();
+        }
+        Ok(Response::new(wire_reply))
+    }
+
+    async fn get_prices(
+        &self,
+        _: Request<wire::GetPricesRequest>,
+    ) -> Result<Response<wire::PriceList>, Status> {
+        Ok(Response::new(wire::PriceList {
+            vendors: vec![wire::VendorOffer {
+                vendor: VENDOR.into(),
+                items: vec![wire::Item {
+                    name: "article-1".into(),
+                    price: ARTICLE_PRICE,
+                }],
+                variants: vec![1, 2, 3],
+                suites: vec![1],
+            }],
+        }))
+    }
+
+    async fn grant_licence(
+        &self,
+        _: Request<wire::GrantLicenceRequest>,
+    ) -> Result<Response<wire::Licence>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+}
+
+/// A broker licensed to mint the vendor's scrip, with accounts in a map.
+struct FakeBroker {
+    ring: KeyRing,
+    vendor_ring: KeyRing,
+    master: MasterSecret,
+    state: Mutex<BrokerState>,
+    lose_next_reply: AtomicBool,
+}
+
+#[derive(Default)]
+struct BrokerState {
+    balances: HashMap<u64, u64>,
+    next_seq: u32,
+    buys: HashMap<Vec<u8>, wire::BuyBrokerScripReply>,
+    spent: HashMap<u64, (Mac, wire::ExchangeReply)>,
+}
+
+impl FakeBroker {
+    fn new() -> FakeBroker {
+        FakeBroker {
+            ring: ring(BROKER, 0x33, 0x44),
+            vendor_ring: vendor_ring(),
+            master: MasterSecret::new(Suite::Classic, [0x55; 32]),
+            state: Mutex::new(BrokerState {
+                next_seq: 1,
+                ..BrokerState::default()
+            }),
+            lose_next_reply: AtomicBool::new(false),
+        }
+    }
+
+    fn check_auth(
+        &self,
+        auth: Option<&wire::AccountAuth>,
+        method: &str,
+        params: &[u8],
+    ) -> Result<(u64, Mac), Status> {
+        let auth = auth.ok_or_else(|| refuse(Code::Unauthenticated, "unauthenticated"))?;
+        let key = account_key(&self.master, auth.account_id);
+        let nonce: [u8; 16] = auth.nonce.as_slice().try_into().unwrap();
+        let expected = account_mac(
+            Suite::Classic,
+            key.as_bytes(),
+            method,
+            auth.account_id,
+            auth.timestamp_ms,
+            &nonce,
+            params,
+        );
+        if !expected.ct_eq_bytes(&auth.mac) {
+            return Err(refuse(Code::Unauthenticated, "unauthenticated"));
+        }
+        Ok((auth.account_id, key))
+    }
+
+    fn mint(ring: &KeyRing, value: u64, seq: u32, cust: u64) -> Scrip {
+        ring.mint(ScripBody {
+            suite: Suite::Classic,
+            vendor: ring.vendor().clone(),
+            value: Amount::new(value),
+            id: ScripId::new(1, seq),
+            cust_id: CustId::new(1, cust).unwrap(),
+            expires_at: now_s() + 600,
+            properties: Properties::default(),
+        })
+        .unwrap()
+    }
+}
+
+#[tonic::async_trait]
+impl BrokerService for FakeBroker {
+    async fn open_account(
+        &self,
+        _: Request<wire::OpenAccountRequest>,
+    ) -> Result<Response<wire::OpenAccountReply>, Status> {
+        let mut state = self.state.lock().unwrap();
+        let account_id = state.balances.len() as u64 + 1;
+        state.balances.insert(account_id, 0);
+        Ok(Response::new(wire::OpenAccountReply {
+            account_id,
+            account_key: account_key(&self.master, account_id).as_bytes().to_vec(),
+        }))
+    }
+
+    async fn credit(
+        &self,
+        request: Request<wire::CreditRequest>,
+    ) -> Result<Response<wire::CreditReply>, Status> {
+        let bearer = format!("Bearer {OPERATOR_TOKEN}");
+        if request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            != Some(bearer.as_bytes())
+        {
+            return Err(refuse(Code::Unauthenticated, "unauthenticated"));
+        }
+        let request = request.into_inner();
+        let mut state = self.state.lock().unwrap();
+        let balance = state
+            .balances
+            .get_mut(&request.account_id)
+            .ok_or_else(|| refuse(Code::NotFound, "unknown_account"))?;
+        *balance += request.amount;
+        Ok(Response::new(wire::CreditReply { balance: *balance }))
+    }
+
+    async fn buy_broker_scrip(
+        &self,
+        request: Request<wire::BuyBrokerScripRequest>,
+    ) -> Result<Response<wire::BuyBrokerScripReply>, Status> {
+        let request = request.into_inner();
+        let (account_id, key) = self.check_auth(
+            request.auth.as_ref(),
+            "BuyBrokerScrip",
+            &request.amount.to_be_bytes(),
+        )?;
+        let nonce = request.auth.map(|auth| auth.nonce).unwrap_or_default();
+
+        let mut state = self.state.lock().unwrap();
+        if let Some(reply) = state.buys.get(&nonce) {
+            return Ok(Response::new(reply.clone()));
+        }
+        let balance = state.balances.entry(account_id).or_default();
+        if *balance < request.amount {
+            return Err(refuse(Code::FailedPrecondition, "insufficient_funds"));
+        }
+        *balance -= request.amount;
+        let balance = *balance;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+
+        let scrip = FakeBroker::mint(&self.ring, request.amount, seq, account_id);
+        let secret = self
+            .ring
+            .customer_secret(Suite::Classic, scrip.body().cust_id)
+            .unwrap();
+        let sealed = Suite::Classic
+            .seal(
+                key.as_bytes(),
+                SealPurpose::BrokerScripSecret,
+                &[3; 8],
+                secret.expose_bytes(),
+            )
+            .unwrap();
+        let reply = wire::BuyBrokerScripReply {
+            scrip: Some(scrip_to_wire(&scrip)),
+            sealed_customer_secret: sealed,
+            balance,
+        };
+        state.buys.insert(nonce, reply.clone());
+        if self.lose_next_reply.swap(false, Ordering::SeqCst) {
+            return Err(Status::deadline_exceeded("timed out"));
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<wire::ExchangeRequest>,
+    ) -> Result<Response<wire::ExchangeReply>, Status> {
+        let request = request.into_inner();
+        let scrip = decode_scrip(request.broker_scrip)?;
+        let request_stamp = stamp(scrip.suite(), &request.request_stamp)?;
+        let payment = Payment {
+            scrip,
+            variant: Variant::Secure,
+            request: request.request,
+            request_stamp,
+        };
+        let verified = payment.verify(&self.ring, now_s()).map_err(core_refusal)?;
+        let id = verified.scrip().id().as_u64();
+        let stamp = *verified.request_stamp().unwrap();
+
+        let mut state = self.state.lock().unwrap();
+        if let Some((seen, reply)) = state.spent.get(&id) {
+            if *seen == stamp {
+                return Ok(Response::new(reply.clone()));
+            }
+            return Err(refuse(Code::AlreadyExists, "double_spend"));
+        }
+        let order = ExchangeRequest::decode(verified.request()).map_err(core_refusal)?;
+        if order.vendor.as_str() != VENDOR {
+            return Err(refuse(Code::NotFound, "unknown_vendor"));
+        }
+        let seq = state.next_seq;
+        state.next_seq += 2;
+
+        let vendor_scrip =
+            FakeBroker::mint(&self.vendor_ring, order.value.units(), seq, seq.into());
+        let vendor_secret = self
+            .vendor_ring
+            .customer_secret(Suite::Classic, vendor_scrip.body().cust_id)
+            .unwrap();
+        let broker_secret = verified.customer_secret().unwrap();
+        let sealed =
+            seal_customer_secret(Suite::Classic, broker_secret, &[4; 8], &vendor_secret).unwrap();
+        let price = Amount::new(order.value.units() + EXCHANGE_FEE);
+        let slot = ChangeSlot {
+            id: ScripId::new(1, seq + 1),
+            expires_at: verified.scrip().body().expires_at,
+        };
+        let goods = exchange_goods(&vendor_scrip, &sealed);
+        let reply = verified
+            .reply(&self.ring, price, Some(slot), &goods, &[5; 8])
+            .map_err(core_refusal)?;
+        let wire_reply = wire::ExchangeReply {
+            vendor_scrip: Some(scrip_to_wire(&vendor_scrip)),
+            sealed_customer_secret: sealed,
+            change: reply.change.as_ref().map(scrip_to_wire),
+            reply_stamp: stamp_bytes(reply.reply_stamp),
+            price: price.units(),
+        };
+        state.spent.insert(id, (stamp, wire_reply.clone()));
+        Ok(Response::new(wire_reply))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<wire::GetAccountRequest>,
+    ) -> Result<Response<wire::AccountStatement>, Status> {
+        let request = request.into_inner();
+        let (account_id, _) = self.check_auth(request.auth.as_ref(), "GetAccount", &[])?;
+        let state = self.state.lock().unwrap();
+        Ok(Response::new(wire::AccountStatement {
+            account_id,
+            balance: state.balances.get(&account_id).copied().unwrap_or_default(),
+            entries: Vec::new(),
+        }))
+    }
+
+    async fn get_broker_info(
+        &self,
+        _: Request<wire::GetBrokerInfoRequest>,
+    ) -> Result<Response<wire::BrokerInfo>, Status> {
+        Ok(Response::new(wire::BrokerInfo {
+            broker: BROKER.into(),
+            suite: 1,
+            vendors: vec![VENDOR.into()],
+        }))
+    }
+}
+
+/// A running fake network and a wallet that has joined its broker, with
+/// `funds` credited to its account.
+struct Network {
+    vendor: Arc<FakeVendor>,
+    broker: Arc<FakeBroker>,
+    vendor_url: String,
+    broker_url: String,
+    _dir: tempfile::TempDir,
+    wallet: Wallet,
+}
+
+async fn listen() -> (TcpIncoming, String) {
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", incoming.local_addr().unwrap());
+    (incoming, url)
+}
+
+async fn network(funds: u64) -> Network {
+    let vendor = Arc::new(FakeVendor::new());
+    let broker = Arc::new(FakeBroker::new());
+    let (incoming, vendor_url) = listen().await;
+    tokio::spawn(
+        Server::builder()
+            .add_service(VendorServiceServer::from_arc(vendor.clone()))
+            .serve_with_incoming(incoming),
+    );
+    let (incoming, broker_url) = listen().await;
+    tokio::spawn(
+        Server::builder()
+            .add_service(BrokerServiceServer::from_arc(broker.clone()))
+            .serve_with_incoming(incoming),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut wallet = Wallet::create(dir.path().join("wallet.json")).unwrap();
+    let joined = wallet.join_broker(&broker_url).await.unwrap();
+    assert!(joined.new_account);
+    let mut client = connect_broker(&broker_url).await.unwrap();
+    let balance = protocol::credit(
+        &mut client,
+        OPERATOR_TOKEN,
+        joined.account_id,
+        Amount::new(funds),
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(balance, Amount::new(funds));
+    Network {
+        vendor,
+        broker,
+        vendor_url,
+        broker_url,
+        _dir: dir,
+        wallet,
+    }
+}
+
+fn article(net: &Network, variant: Option<Variant>, top_up: u64) -> PayOrder {
+    PayOrder {
+        vendor_url: net.vendor_url.clone(),
+        vendor: None,
+        item: "article-1".into(),
+        variant,
+        top_up: Amount::new(top_up),
+    }
+}
+
+fn units(total: millicent_client::wallet::ScripTotal) -> (u64, usize, u64) {
+    (total.value.units(), total.pieces, total.in_flight.units())
+}
+
+#[tokio::test]
+async fn buy_exchange_and_pay_in_every_variant() {
+    let mut net = network(1000).await;
+    let bought = net.wallet.buy(None, Amount::new(500)).await.unwrap();
+    assert_eq!(bought.balance, Amount::new(500));
+
+    let first = net.wallet.pay(&article(&net, None, 100)).await.unwrap();
+    assert_eq!(first.goods, GOODS);
+    assert_eq!(first.variant, Variant::Secure);
+    assert_eq!(
+        (first.price, first.change),
+        (Amount::new(30), Amount::new(70))
+    );
+    let exchange = first.exchange.unwrap();
+    assert_eq!(exchange.value, Amount::new(100));
+    assert_eq!(exchange.price, Amount::new(100 + EXCHANGE_FEE));
+
+    for variant in [Variant::Private, Variant::Clear] {
+        let next = net
+            .wallet
+            .pay(&article(&net, Some(variant), 100))
+            .await
+            .unwrap();
+        assert_eq!(next.goods, GOODS, "{variant:?}");
+        assert_eq!(next.exchange, None, "{variant:?}");
+    }
+
+    let wallet = Wallet::open(net.wallet.path()).unwrap();
+    let balances = wallet.balances().await.unwrap();
+    assert_eq!(
+        balances.brokers[0].account.as_ref().unwrap(),
+        &Amount::new(500)
+    );
+    assert_eq!(units(balances.brokers[0].scrip), (398, 1, 0));
+    assert_eq!(units(balances.vendors[0].scrip), (10, 1, 0));
+    let kinds: Vec<HistoryKind> = wallet.history().iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            HistoryKind::Buy,
+            HistoryKind::Exchange,
+            HistoryKind::Pay,
+            HistoryKind::Pay,
+            HistoryKind::Pay
+        ]
+    );
+    assert!(wallet.history().iter().all(|e| e.outcome == Outcome::Ok));
+    assert!(!wallet.has_unsettled_calls());
+}
+
+#[tokio::test]
+async fn a_lost_payment_reply_is_recovered_after_a_restart() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(500)).await.unwrap();
+    net.vendor.lose_next_reply.store(true, Ordering::SeqCst);
+
+    let error = net.wallet.pay(&article(&net, None, 0)).await.unwrap_err();
+    assert!(error.outcome_unknown(), "{error}");
+    assert!(net.wallet.has_unsettled_calls());
+
+    let mut reopened = Wallet::open(net.wallet.path()).unwrap();
+    let balances = reopened.balances().await.unwrap();
+    assert_eq!(units(balances.vendors[0].scrip), (0, 0, 30));
+
+    let recovery = reopened.recover().await.unwrap();
+    assert!(recovery.unsettled.is_empty(), "{:?}", recovery.unsettled);
+    assert_eq!(recovery.settled.len(), 1);
+    assert_eq!(recovery.settled[0].goods.as_deref(), Some(GOODS));
+    assert!(!reopened.has_unsettled_calls());
+    let outcomes: Vec<&Outcome> = reopened.history().iter().map(|e| &e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            &Outcome::Ok,
+            &Outcome::Ok,
+            &Outcome::Interrupted,
+            &Outcome::Ok
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_lost_purchase_is_fetched_again_not_bought_twice() {
+    let mut net = network(1000).await;
+    net.broker.lose_next_reply.store(true, Ordering::SeqCst);
+    let error = net.wallet.buy(None, Amount::new(400)).await.unwrap_err();
+    assert!(error.outcome_unknown(), "{error}");
+    assert_eq!(net.wallet.pending_buys().len(), 1);
+
+    let mut reopened = Wallet::open(net.wallet.path()).unwrap();
+    let recovery = reopened.recover().await.unwrap();
+    assert_eq!(recovery.settled.len(), 1);
+    assert!(reopened.pending_buys().is_empty());
+    let balances = reopened.balances().await.unwrap();
+    assert_eq!(
+        balances.brokers[0].account.as_ref().unwrap(),
+        &Amount::new(600)
+    );
+    assert_eq!(units(balances.brokers[0].scrip), (400, 1, 0));
+}
+
+#[tokio::test]
+async fn scrip_spent_elsewhere_is_refused_and_dropped() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(500)).await.unwrap();
+    net.wallet.pay(&article(&net, None, 100)).await.unwrap();
+
+    // Spend the change behind the wallet's back, for a different request.
+    let held = net.wallet.vendor_scrip()[0].clone();
+    let mut vendor = connect_vendor(&net.vendor_url).await.unwrap();
+    let stolen = protocol::pay(
+        &mut vendor,
+        held.scrip(),
+        held.secret(),
+        Variant::Secure,
+        "x",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(stolen.reason(), Some("unknown_item"));
+    protocol::pay(
+        &mut vendor,
+        held.scrip(),
+        held.secret(),
+        Variant::Clear,
+        "article-1",
+    )
+    .await
+    .unwrap();
+
+    let error = net.wallet.pay(&article(&net, None, 0)).await.unwrap_err();
+    assert_eq!(error.reason(), Some("double_spend"));
+    assert!(net.wallet.vendor_scrip().is_empty());
+    assert!(!net.wallet.has_unsettled_calls());
+}
+
+#[tokio::test]
+async fn refusals_and_bad_replies_are_reported_and_recorded() {
+    let mut net = network(100).await;
+    let error = net.wallet.buy(None, Amount::new(500)).await.unwrap_err();
+    assert_eq!(error.reason(), Some("insufficient_funds"));
+    assert!(net.wallet.pending_buys().is_empty());
+
+    net.wallet.buy(None, Amount::new(50)).await.unwrap();
+    let error = net.wallet.pay(&article(&net, None, 49)).await.unwrap_err();
+    assert_eq!(error.reason(), Some("insufficient_value"));
+    assert_eq!(net.wallet.broker_scrip().len(), 1, "the scrip is released");
+
+    net.wallet.pay(&article(&net, None, 0)).await.unwrap();
+    let error = net.wallet.pay(&article(&net, None, 0)).await.unwrap_err();
+    assert!(matches!(error, ClientError::NoScrip { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("largest broker scrip held is worth 18"),
+        "{error}"
+    );
+
+    let mut order = article(&net, None, 0);
+    order.item = "article-2".into();
+    let error = net.wallet.pay(&order).await.unwrap_err();
+    assert!(matches!(error, ClientError::NoSuchItem { .. }), "{error}");
+
+    net.wallet.buy(None, Amount::new(50)).await.unwrap();
+    net.vendor.tamper_next_reply.store(true, Ordering::SeqCst);
+    let scrip = net.wallet.broker_scrip()[1].clone();
+    let mut broker = connect_broker(&net.broker_url).await.unwrap();
+    let vendor_name = VendorName::new(VENDOR).unwrap();
+    let exchanged = protocol::exchange(
+        &mut broker,
+        scrip.scrip(),
+        scrip.secret(),
+        &vendor_name,
+        Amount::new(40),
+    )
+    .await
+    .unwrap();
+    let mut vendor = connect_vendor(&net.vendor_url).await.unwrap();
+    let error = protocol::pay(
+        &mut vendor,
+        &exchanged.vendor_scrip,
+        &exchanged.vendor_secret,
+        Variant::Secure,
+        "article-1",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ClientError::Protocol(millicent_core::Error::BadReplyStamp)
+        ),
+        "{error}"
+    );
+
+    let outcomes: Vec<&Outcome> = net.wallet.history().iter().map(|e| &e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            &Outcome::Refused {
+                reason: "insufficient_funds".into()
+            },
+            &Outcome::Ok,
+            &Outcome::Refused {
+                reason: "insufficient_value".into()
+            },
+            &Outcome::Ok,
+            &Outcome::Ok,
+            &Outcome::Ok,
+        ]
+    );
+}
