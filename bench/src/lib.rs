@@ -1,1 +1,13 @@
-//! placeholder
+//! The Millicent load generator, as a library for the `millicent-bench`
+//! binary and for end-to-end tests.
+//!
+//! - [`network`] starts a broker and a vendor node in this process;
+//! - [`load`] funds simulated customers and runs payments against any network;
+//! - [`report`] summarises a run as a table and as JSON.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod load;
+pub mod network;
+pub mod report;

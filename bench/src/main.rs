@@ -1,0 +1,192 @@
+//! `millicent-bench`: the Millicent load generator and quick-start demo.
+//!
+//! `millicent-bench demo` starts a broker and a vendor node on loopback with
+//! storage in a temporary directory, funds simulated customers through the
+//! broker, and has them pay the vendor as fast as it answers for a set
+//! time. Given `--broker` and `--vendor`, it drives running services
+//! instead.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use millicent_bench::{load, network, report};
+use millicent_core::{Amount, Variant};
+
+/// Load generator and demo for the Millicent micropayment network.
+#[derive(Parser, Debug)]
+#[command(name = "millicent-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a local broker and vendor node (or use running ones) and run
+    /// payments at full speed, then print throughput and latency.
+    ///
+    /// Every customer opens an account, is credited by the operator, buys
+    /// broker scrip, exchanges it for vendor scrip and then pays the vendor
+    /// with its change, over and over. At the end each customer's first
+    /// (spent) scrip is presented again and must be refused.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Seconds of paying.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+
+    /// Concurrent simulated customers.
+    #[arg(long, default_value_t = 64)]
+    customers: usize,
+
+    /// gRPC connections the customers share.
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+
+    /// Payment variant: clear, secure or private.
+    #[arg(long, default_value = "secure", value_parser = parse_variant)]
+    variant: Variant,
+
+    /// Value of vendor scrip each customer buys, in the smallest unit.
+    #[arg(long, default_value_t = 1_000_000)]
+    scrip_value: u64,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Broker URL of a running network (needs --vendor and --operator-token).
+    #[arg(long, requires_all = ["vendor", "operator_token"])]
+    broker: Option<String>,
+
+    /// Vendor node URL of a running network.
+    #[arg(long, requires = "broker")]
+    vendor: Option<String>,
+
+    /// Operator token of the running broker, to credit customer accounts.
+    #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+
+    /// Directory for the local network's storage (default: a temporary
+    /// directory removed at exit).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Where the local network serves Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    metrics_listen: SocketAddr,
+}
+
+fn parse_variant(name: &str) -> Result<Variant, String> {
+    Variant::from_name(name)
+        .ok_or_else(|| format!("unknown variant {name:?}: use clear, secure or private"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Demo(args) => runtime.block_on(demo(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let local = match (&args.broker, &args.vendor, &args.operator_token) {
+        (Some(_), Some(_), Some(_)) => None,
+        _ => {
+            install_metrics(args.metrics_listen)?;
+            let network = network::LocalNetwork::start(args.data_dir.clone()).await?;
+            println!("broker       {}", network.broker_url());
+            println!("vendor node  {}", network.vendor_url());
+            println!("metrics      http://{}/metrics", args.metrics_listen);
+            println!("storage      {}", network.data_dir().display());
+            Some(network)
+        }
+    };
+    let plan = load::LoadPlan {
+        broker: args
+            .broker
+            .clone()
+            .or(local.as_ref().map(|n| n.broker_url()))
+            .context("no broker")?,
+        vendor: args
+            .vendor
+            .clone()
+            .or(local.as_ref().map(|n| n.vendor_url()))
+            .context("no vendor")?,
+        operator_token: args
+            .operator_token
+            .clone()
+            .or(local.as_ref().map(|n| n.operator_token().to_owned()))
+            .context("no operator token")?,
+        customers: args.customers.max(1),
+        channels: args.channels.max(1),
+        duration: Duration::from_secs(args.duration),
+        variant: args.variant,
+        scrip_value: Amount::new(args.scrip_value),
+    };
+
+    let result = load::run(&plan).await;
+    if let Some(network) = local {
+        network.shutdown().await?;
+    }
+    let result = result?;
+
+    let report = report::Report::new(&result, plan.customers, plan.variant.name());
+    println!("\n{}", report.table());
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if report.double_spends_accepted > 0 {
+        eprintln!(
+            "error: the vendor accepted {} replays of spent scrip",
+            report.double_spends_accepted
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install_metrics(listen: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install()
+        .with_context(|| {
+            format!("serving metrics on {listen} (is the port in use? try --metrics-listen)")
+        })
+}

@@ -1,0 +1,119 @@
+//! A complete local network in this process: one vendor node and one broker
+//! licensed to sell its scrip, both serving real gRPC on loopback ports
+//! chosen by the system, with their stores in one data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use millicent_broker::{BrokerConfig, RunningBroker};
+use millicent_vendor::{RunningVendor, VendorConfig};
+
+/// A running broker and vendor node.
+pub struct LocalNetwork {
+    vendor: RunningVendor,
+    broker: RunningBroker,
+    operator_token: String,
+    data_dir: PathBuf,
+    /// Removes the data directory on drop when it was temporary.
+    _temporary: Option<tempfile::TempDir>,
+}
+
+impl LocalNetwork {
+    /// Starts the vendor node, then the broker. Storage goes under
+    /// `data_dir`, or a temporary directory removed when the network is.
+    pub async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<LocalNetwork> {
+        let (data_dir, temporary) = match data_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("millicent-demo-")
+                    .tempdir()
+                    .context("creating a temporary data directory")?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        let licence_token = random_token();
+        let operator_token = random_token();
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+
+        let vendor_config = VendorConfig {
+            listen: loopback,
+            data_dir: data_dir.join("vendor"),
+            licence_token: Some(licence_token.clone()),
+            ..VendorConfig::default()
+        };
+        let vendor_names: Vec<String> = vendor_config
+            .vendors
+            .iter()
+            .map(|vendor| vendor.name.clone())
+            .collect();
+        let vendor = RunningVendor::start(vendor_config)
+            .await
+            .context("starting the vendor node")?;
+
+        let broker_config = BrokerConfig {
+            listen: loopback,
+            data_dir: data_dir.join("broker"),
+            operator_token: Some(operator_token.clone()),
+            vendors: vendor_names
+                .into_iter()
+                .map(|name| millicent_broker::VendorConfig {
+                    name,
+                    node: format!("http://{}", vendor.addr()),
+                    licence_token: Some(licence_token.clone()),
+                })
+                .collect(),
+            ..BrokerConfig::default()
+        };
+        let broker = RunningBroker::start(broker_config)
+            .await
+            .context("starting the broker")?;
+        Ok(LocalNetwork {
+            vendor,
+            broker,
+            operator_token,
+            data_dir,
+            _temporary: temporary,
+        })
+    }
+
+    /// The broker's gRPC URL.
+    pub fn broker_url(&self) -> String {
+        format!("http://{}", self.broker.addr())
+    }
+
+    /// The vendor node's gRPC URL.
+    pub fn vendor_url(&self) -> String {
+        format!("http://{}", self.vendor.addr())
+    }
+
+    /// The operator token the broker was started with.
+    pub fn operator_token(&self) -> &str {
+        &self.operator_token
+    }
+
+    /// Where the stores are.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops the broker, then the vendor node, each draining and flushing.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.broker
+            .shutdown()
+            .await
+            .context("stopping the broker")?;
+        self.vendor
+            .shutdown()
+            .await
+            .context("stopping the vendor node")?;
+        Ok(())
+    }
+}
+
+/// A fresh random token, so a demo network accepts no outside credentials.
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

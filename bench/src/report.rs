@@ -1,0 +1,108 @@
+//! The end-of-run summary: a table on stdout and, on request, JSON.
+
+use serde::Serialize;
+
+use crate::load::LoadResult;
+
+/// The figures of one run, as written by `--report`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Payments accepted.
+    pub accepted: u64,
+    /// Payments refused (deliberate replays are counted separately).
+    pub rejected: u64,
+    /// Refusals by reason.
+    pub rejected_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Accepted payments per second of the paying phase.
+    pub payments_per_second: f64,
+    /// Latency percentiles of accepted payments, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Slowest accepted payment.
+    pub max_ms: f64,
+    /// Replays of spent scrip tried after the run.
+    pub replays_attempted: u64,
+    /// Replays accepted: any value but zero is a double spend.
+    pub double_spends_accepted: u64,
+    /// Length of the paying phase.
+    pub duration_secs: f64,
+    /// Concurrent customers.
+    pub customers: usize,
+    /// Payment variant.
+    pub variant: String,
+    /// Vendor paid.
+    pub vendor: String,
+    /// Item bought.
+    pub item: String,
+}
+
+impl Report {
+    /// Summarises a load run.
+    pub fn new(result: &LoadResult, customers: usize, variant: &str) -> Report {
+        let ms = |quantile: f64| result.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
+        let seconds = result.elapsed.as_secs_f64().max(1e-9);
+        Report {
+            accepted: result.accepted,
+            rejected: result.rejected,
+            rejected_by_reason: result.rejected_by_reason.iter().cloned().collect(),
+            payments_per_second: (result.accepted as f64 / seconds * 10.0).round() / 10.0,
+            p50_ms: ms(0.50),
+            p90_ms: ms(0.90),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: result.latency_us.max() as f64 / 1000.0,
+            replays_attempted: result.replays_attempted,
+            double_spends_accepted: result.double_spends_accepted,
+            duration_secs: seconds,
+            customers,
+            variant: variant.to_owned(),
+            vendor: result.vendor.as_str().to_owned(),
+            item: result.item.clone(),
+        }
+    }
+
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| {
+            out.push_str(&format!("  {label:<24} {value}\n"));
+        };
+        line("payments accepted", self.accepted.to_string());
+        line("payments rejected", self.rejected.to_string());
+        for (reason, count) in &self.rejected_by_reason {
+            line(&format!("  {reason}"), count.to_string());
+        }
+        line(
+            "payments per second",
+            format!("{:.0}", self.payments_per_second),
+        );
+        line(
+            "latency p50/p90/p99",
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                self.p50_ms, self.p90_ms, self.p99_ms
+            ),
+        );
+        line(
+            "latency p99.9/max",
+            format!("{:.2} / {:.2} ms", self.p999_ms, self.max_ms),
+        );
+        line(
+            "replays of spent scrip",
+            format!(
+                "{} tried, {} accepted",
+                self.replays_attempted, self.double_spends_accepted
+            ),
+        );
+        line(
+            "customers, variant",
+            format!("{}, {}", self.customers, self.variant),
+        );
+        out
+    }
+}
