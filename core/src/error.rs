@@ -70,6 +70,16 @@ pub enum Error {
         /// Time of the check.
         now: u64,
     },
+    /// The scrip claims to be valid after its series expires. Only a holder
+    /// of the series' secret (a licensed broker) could have certified it; it
+    /// is refused because the series' spent IDs are forgotten at expiry.
+    #[error("scrip expires at {expires_at}, after its series ({series_expires_at})")]
+    OutlivesSeries {
+        /// Expiry carried by the scrip.
+        expires_at: u64,
+        /// Expiry of its series.
+        series_expires_at: u64,
+    },
     /// The scrip's value does not cover the price.
     #[error("scrip value {value} is less than the price {price}")]
     InsufficientValue {
@@ -86,7 +96,42 @@ pub enum Error {
     VariantMismatch(&'static str),
 }
 
+/// What kind of fault an [`Error`] is, for services that must tell their
+/// callers whether to fix the request, give up on the scrip, or try later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The input does not decode or breaks a limit: fix the request.
+    Invalid,
+    /// The input decodes but is not authentic (forged, tampered, for
+    /// someone else, unknown keys): it will never be accepted.
+    Denied,
+    /// The input is authentic but cannot be accepted as it stands
+    /// (expired, worth too little).
+    Precondition,
+}
+
 impl Error {
+    /// The class of the error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Malformed { .. }
+            | Error::TooLarge { .. }
+            | Error::UnknownSuite(_)
+            | Error::VariantMismatch(_)
+            | Error::AmountOverflow => ErrorClass::Invalid,
+            Error::WrongSuite { .. }
+            | Error::WrongVendor { .. }
+            | Error::UnknownSeries(_)
+            | Error::UnknownCustomerSelector(_)
+            | Error::BadCertificate
+            | Error::BadRequestStamp
+            | Error::BadReplyStamp
+            | Error::BadSeal(_)
+            | Error::OutlivesSeries { .. } => ErrorClass::Denied,
+            Error::Expired { .. } | Error::InsufficientValue { .. } => ErrorClass::Precondition,
+        }
+    }
+
     /// A stable snake_case name for the error, sent on the wire and used as a
     /// metric label. docs/PROTOCOL.md lists them.
     pub fn reason(&self) -> &'static str {
@@ -103,6 +148,7 @@ impl Error {
             Error::BadReplyStamp => "bad_reply_stamp",
             Error::BadSeal(_) => "bad_seal",
             Error::Expired { .. } => "expired",
+            Error::OutlivesSeries { .. } => "outlives_series",
             Error::InsufficientValue { .. } => "insufficient_value",
             Error::AmountOverflow => "amount_overflow",
             Error::VariantMismatch(_) => "variant_mismatch",

@@ -123,7 +123,8 @@ impl KeyRing {
     }
 
     /// Checks that `scrip` is this vendor's, that its certificate is genuine,
-    /// and that it has not expired at `now` (Unix seconds).
+    /// that it expires no later than its series, and that it has not expired
+    /// at `now` (Unix seconds).
     pub fn verify(&self, scrip: &Scrip, now: u64) -> Result<()> {
         let key = self.series_key_for(scrip.body())?;
         let expected = certificate(&key.secret, scrip.encoded_body());
@@ -131,6 +132,12 @@ impl KeyRing {
             return Err(Error::BadCertificate);
         }
         let expires_at = scrip.body().expires_at;
+        if expires_at > key.expires_at {
+            return Err(Error::OutlivesSeries {
+                expires_at,
+                series_expires_at: key.expires_at,
+            });
+        }
         if now >= expires_at {
             return Err(Error::Expired { expires_at, now });
         }

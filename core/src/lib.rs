@@ -39,7 +39,7 @@ pub mod spent;
 pub mod suite;
 
 pub use amount::Amount;
-pub use error::Error;
+pub use error::{Error, ErrorClass};
 pub use keys::{CustomerKey, KeyRing, SeriesKey};
 pub use payment::{Payment, PaymentReply, Variant, VerifiedPayment};
 pub use scrip::{CustId, Properties, Scrip, ScripBody, ScripId, VendorName};

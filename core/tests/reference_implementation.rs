@@ -5,6 +5,9 @@
 //! Needs `python3` with `pycryptodome`; `scripts/test` installs it. A missing
 //! interpreter or module fails this test with a message saying so.
 
+// Helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -3,6 +3,9 @@
 //! The file is the contract with other implementations: if this test fails,
 //! either the code or the protocol changed, and docs/PROTOCOL.md with it.
 
+// Helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use millicent_core::account::{account_key, account_mac};
 use millicent_core::exchange::{ExchangeRequest, exchange_goods};
 use millicent_core::keys::{certificate, customer_secret};
@@ -114,16 +117,13 @@ fn request_stamps() {
 #[test]
 fn reply_stamps() {
     for case in cases(&doc(), "reply_stamp") {
-        let change = match case["change_body"].as_str() {
-            Some(_) => Some(
-                Scrip::decode(
-                    &hex_of(case, "change_body"),
-                    &hex_of(case, "change_certificate"),
-                )
-                .unwrap(),
-            ),
-            None => None,
-        };
+        let change = case["change_body"].as_str().map(|_| {
+            Scrip::decode(
+                &hex_of(case, "change_body"),
+                &hex_of(case, "change_certificate"),
+            )
+            .unwrap()
+        });
         let request = Mac::parse(Suite::Classic, "stamp", &hex_of(case, "request_stamp")).unwrap();
         let stamp = reply_stamp(
             Suite::Classic,
