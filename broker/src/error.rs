@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use millicent_core::ErrorClass;
 use millicent_core::ScripId;
 use millicent_ledger::LedgerError;
 use tonic::metadata::MetadataValue;
@@ -183,19 +184,12 @@ impl BrokerError {
     }
 }
 
-/// Codes of the protocol core's errors: malformed input is the caller's
-/// mistake, a failed check of a key is a refusal, and expiry is a state the
-/// scrip is in.
+/// The gRPC code of a protocol error, by its class.
 fn protocol_code(error: &millicent_core::Error) -> Code {
-    use millicent_core::Error;
-    match error {
-        Error::Malformed { .. }
-        | Error::TooLarge { .. }
-        | Error::UnknownSuite(_)
-        | Error::VariantMismatch(_)
-        | Error::AmountOverflow => Code::InvalidArgument,
-        Error::Expired { .. } | Error::InsufficientValue { .. } => Code::FailedPrecondition,
-        _ => Code::PermissionDenied,
+    match error.class() {
+        ErrorClass::Invalid => Code::InvalidArgument,
+        ErrorClass::Denied => Code::PermissionDenied,
+        ErrorClass::Precondition => Code::FailedPrecondition,
     }
 }
 

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use millicent_core::ErrorClass;
 use millicent_core::{ScripId, Variant, VendorName};
 use millicent_ledger::LedgerError;
 use tonic::{Code, Status};
@@ -165,21 +166,12 @@ impl VendorError {
     }
 }
 
+/// The gRPC code of a protocol error, by its class.
 fn protocol_code(error: &millicent_core::Error) -> Code {
-    use millicent_core::Error as E;
-    match error {
-        E::BadCertificate
-        | E::BadRequestStamp
-        | E::BadReplyStamp
-        | E::BadSeal(_)
-        | E::WrongVendor { .. }
-        | E::UnknownSeries(_)
-        | E::UnknownCustomerSelector(_)
-        | E::WrongSuite { .. } => Code::PermissionDenied,
-        E::Expired { .. } | E::InsufficientValue { .. } => Code::FailedPrecondition,
-        // Malformed, too large, unknown suite, variant mismatch, amount
-        // overflow, and whatever later versions of the core add.
-        _ => Code::InvalidArgument,
+    match error.class() {
+        ErrorClass::Invalid => Code::InvalidArgument,
+        ErrorClass::Denied => Code::PermissionDenied,
+        ErrorClass::Precondition => Code::FailedPrecondition,
     }
 }
 

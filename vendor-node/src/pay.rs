@@ -7,10 +7,10 @@
 //! 1. The wire message is converted and validated ([`crate::convert`]).
 //! 2. The scrip's vendor must be served here and take the chosen variant.
 //! 3. The core checks the certificate, expiry, customer secret, request
-//!    stamp and, in the private variant, opens the request. The scrip must
-//!    also expire no later than its series: a licence holder knows the
-//!    series' secret and could certify scrip that outlives it, and a series'
-//!    spent IDs are forgotten once it has expired.
+//!    stamp and, in the private variant, opens the request. It also refuses
+//!    scrip that expires after its series: a licence holder knows the
+//!    series' secret and could certify such scrip, and a series' spent IDs
+//!    are forgotten once it has expired.
 //! 4. The request names an item; its price must be covered.
 //! 5. [`SpendStore::spend`](millicent_ledger::SpendStore::spend) marks the
 //!    ID# spent and records the reply in one atomic write, or finds that
@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use millicent_core::payment::ChangeSlot;
-use millicent_core::{Amount, Error, KeyRing, Payment, Scrip, Variant, VerifiedPayment};
+use millicent_core::{Amount, Error, KeyRing, Payment, Variant, VerifiedPayment};
 use millicent_ledger::{LedgerError, SpendError, SpendOutcome};
 use millicent_proto as wire;
 use prost::Message as _;
@@ -132,17 +132,20 @@ impl Node {
 
         let keys = vendor.key_ring();
         let verified = payment.verify(&keys, now)?;
-        check_within_series(&keys, verified.scrip())?;
         let item = vendor.item(verified.request())?;
         let change = verified.change_value(item.price)?;
 
-        // The fingerprint determines the request exactly: the request stamp
-        // covers the plaintext request, and a clear payment has only the
+        // The fingerprint determines the payment exactly: its variant (the
+        // same item asked for in another variant is another payment, and
+        // the recorded reply would not fit it), then the request stamp,
+        // which covers the plaintext request, or for a clear payment the
         // request itself.
-        let fingerprint = match verified.request_stamp() {
+        let mut fingerprint = vec![variant_byte(verified.variant())];
+        fingerprint.extend_from_slice(match verified.request_stamp() {
             Some(stamp) => stamp.as_bytes(),
             None => verified.request(),
-        };
+        });
+        let fingerprint = fingerprint.as_slice();
         let id = verified.scrip().id();
         for _ in 0..MAX_CHANGE_WAITS {
             let mut running_low = false;
@@ -190,19 +193,6 @@ impl Node {
             what: "change IDs for now; retry the payment",
         })
     }
-}
-
-/// Refuses scrip that claims to outlive its series.
-fn check_within_series(keys: &KeyRing, scrip: &Scrip) -> Result<(), Error> {
-    let series = scrip.id().series();
-    let key = keys.series(series).ok_or(Error::UnknownSeries(series))?;
-    if scrip.body().expires_at > key.expires_at {
-        return Err(Error::Malformed {
-            what: "scrip",
-            detail: "expires after its series",
-        });
-    }
-    Ok(())
 }
 
 /// A reply recorded for a retry.
@@ -259,4 +249,13 @@ fn count(vendor: &str, outcome: &'static str) {
         "outcome" => outcome
     )
     .increment(1);
+}
+
+/// The variant's byte in a spend fingerprint: its wire value.
+fn variant_byte(variant: Variant) -> u8 {
+    match variant {
+        Variant::Clear => 1,
+        Variant::Secure => 2,
+        Variant::Private => 3,
+    }
 }

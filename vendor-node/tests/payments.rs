@@ -90,6 +90,16 @@ async fn a_retry_gets_the_same_reply_and_another_request_is_a_double_spend() {
     let (again, _, _) = pay_ok(&mut client, &resealed, &secret).await;
     assert_eq!(first, again);
 
+    // The same item in another variant has the same request stamp but is
+    // another payment: the recorded private reply would not fit it.
+    let secure = broker.payment(&scrip, Variant::Secure, "article-1");
+    assert_eq!(secure.request_stamp, payment.request_stamp);
+    let (code, reason) = pay_refused(&mut client, pay_request(&secure)).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::AlreadyExists, "double_spend")
+    );
+
     node.shutdown().await.unwrap();
 }
 
@@ -178,7 +188,7 @@ async fn bad_payments_are_refused_and_spend_nothing() {
     let request = pay_request(&longer.payment(&outliving.unwrap(), Variant::Secure, "headline"));
     assert_eq!(
         pay_refused(&mut client, request).await,
-        refused(Code::InvalidArgument, "malformed")
+        refused(Code::PermissionDenied, "outlives_series")
     );
     pays(&mut client, &broker, &broker.certify(body)).await;
 
