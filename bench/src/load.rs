@@ -268,9 +268,9 @@ async fn pay_until(
     }
 }
 
-/// Spends every customer's first scrip again with a different request
-/// (another variant of the same item changes the stamp): each must be
-/// refused. Returns (attempted, accepted).
+/// Spends every customer's first scrip again as a different payment (the
+/// same item in the private variant): each must be refused. Returns
+/// (attempted, accepted).
 async fn replay_spent(
     client: &mut VendorServiceClient<Channel>,
     spent: &[(Scrip, CustomerSecret)],

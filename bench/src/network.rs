@@ -14,6 +14,7 @@ pub struct LocalNetwork {
     vendor: RunningVendor,
     broker: RunningBroker,
     operator_token: String,
+    licence_token: String,
     data_dir: PathBuf,
     /// Removes the data directory on drop when it was temporary.
     _temporary: Option<tempfile::TempDir>,
@@ -73,6 +74,7 @@ impl LocalNetwork {
             vendor,
             broker,
             operator_token,
+            licence_token,
             data_dir,
             _temporary: temporary,
         })
@@ -91,6 +93,11 @@ impl LocalNetwork {
     /// The operator token the broker was started with.
     pub fn operator_token(&self) -> &str {
         &self.operator_token
+    }
+
+    /// The token brokers present to the vendor node for a licence.
+    pub fn licence_token(&self) -> &str {
+        &self.licence_token
     }
 
     /// Where the stores are.

@@ -1,0 +1,189 @@
+//! The whole network, end to end, over real gRPC on loopback: a broker and a
+//! vendor node with sled stores, and a customer who opens an account, is
+//! credited, buys broker scrip, exchanges it for vendor scrip and pays with
+//! change, after which replayed, tampered and expired scrip are refused.
+
+// Helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use millicent_bench::network::LocalNetwork;
+use millicent_client::ClientError;
+use millicent_client::protocol::{self, connect_broker, connect_vendor};
+use millicent_core::{
+    Amount, CustomerKey, KeyRing, MasterSecret, Properties, Scrip, ScripBody, ScripId, SeriesKey,
+    Suite, Variant, VendorName,
+};
+use millicent_proto as wire;
+
+fn now_secs() -> u64 {
+    protocol::now_ms() / 1000
+}
+
+fn reason(error: &ClientError) -> &str {
+    error.reason().unwrap_or("(no reason)")
+}
+
+#[tokio::test]
+async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
+    let network = LocalNetwork::start(None).await.unwrap();
+    let mut broker = connect_broker(&network.broker_url()).await.unwrap();
+    let mut vendor = connect_vendor(&network.vendor_url()).await.unwrap();
+
+    let offers = protocol::prices(&mut vendor).await.unwrap();
+    let offer = &offers[0];
+    let item = offer
+        .items
+        .iter()
+        .find(|item| item.price == Amount::new(10))
+        .unwrap();
+
+    // Fund an account and turn it into vendor scrip.
+    let info = protocol::broker_info(&mut broker).await.unwrap();
+    assert!(info.vendors.contains(&offer.vendor.as_str().to_owned()));
+    let (account, key) = protocol::open_account(&mut broker).await.unwrap();
+    let token = network.operator_token().to_owned();
+    let balance = protocol::credit(&mut broker, &token, account, Amount::new(1000), "deposit-1")
+        .await
+        .unwrap();
+    assert_eq!(balance, Amount::new(1000));
+    let bought = protocol::buy_broker_scrip(
+        &mut broker,
+        info.suite,
+        account,
+        key.expose_bytes(),
+        Amount::new(600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bought.balance, Amount::new(400));
+    let exchanged = protocol::exchange(
+        &mut broker,
+        &bought.scrip,
+        &bought.secret,
+        &offer.vendor,
+        Amount::new(100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(exchanged.change.as_ref().unwrap().value(), Amount::new(500));
+
+    // Pay three times, each time with the change of the last payment.
+    let first = exchanged.vendor_scrip.clone();
+    let secret = exchanged.vendor_secret;
+    let mut scrip = first.clone();
+    for (round, variant) in [Variant::Secure, Variant::Private, Variant::Clear]
+        .into_iter()
+        .enumerate()
+    {
+        let paid = protocol::pay(&mut vendor, &scrip, &secret, variant, &item.name)
+            .await
+            .unwrap();
+        assert_eq!(paid.price, item.price);
+        assert!(!paid.goods.is_empty());
+        let change = paid.change.unwrap();
+        assert_eq!(change.value(), Amount::new(100 - 10 * (round as u64 + 1)));
+        assert_ne!(change.id(), scrip.id());
+        scrip = change;
+    }
+
+    // Replayed: the first scrip, spent, with a different request.
+    let replay = protocol::pay(&mut vendor, &first, &secret, Variant::Private, &item.name).await;
+    assert_eq!(reason(&replay.unwrap_err()), "double_spend");
+
+    // Tampered: the current change with its value raised, old certificate.
+    let raised = ScripBody {
+        value: Amount::new(1_000_000),
+        ..scrip.body().clone()
+    };
+    let tampered = Scrip::decode(&raised.encode(), scrip.certificate().as_bytes()).unwrap();
+    let refused = protocol::pay(&mut vendor, &tampered, &secret, Variant::Secure, &item.name).await;
+    assert_eq!(reason(&refused.unwrap_err()), "bad_certificate");
+
+    // The current change is still good after the refusals.
+    let paid = protocol::pay(&mut vendor, &scrip, &secret, Variant::Secure, &item.name).await;
+    assert_eq!(paid.unwrap().change.unwrap().value(), Amount::new(60));
+
+    // Broker scrip already spent on the exchange cannot be spent again.
+    let again = protocol::exchange(
+        &mut broker,
+        &bought.scrip,
+        &bought.secret,
+        &offer.vendor,
+        Amount::new(50),
+    )
+    .await;
+    assert_eq!(reason(&again.unwrap_err()), "double_spend");
+
+    // The account shows the credit and the purchase, and nothing else.
+    let statement = protocol::get_account(&mut broker, info.suite, account, key.expose_bytes())
+        .await
+        .unwrap();
+    assert_eq!(statement.balance, Amount::new(400));
+
+    network.shutdown().await.unwrap();
+}
+
+/// Scrip that a licensed minter made correctly but that has expired.
+#[tokio::test]
+async fn expired_scrip_is_refused_and_stays_unspent() {
+    let network = LocalNetwork::start(None).await.unwrap();
+    let mut vendor = connect_vendor(&network.vendor_url()).await.unwrap();
+    let offers = protocol::prices(&mut vendor).await.unwrap();
+    let vendor_name = offers[0].vendor.clone();
+    let item = offers[0].items[0].clone();
+
+    let mut request = tonic::Request::new(wire::GrantLicenceRequest {
+        vendor: vendor_name.as_str().to_owned(),
+        broker: "test-minter".to_owned(),
+    });
+    let bearer = format!("Bearer {}", network.licence_token())
+        .parse()
+        .unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let licence = vendor.grant_licence(request).await.unwrap().into_inner();
+    let keys = key_ring(&vendor_name, &licence);
+
+    let mint = |seq: u32, expires_at: u64| {
+        keys.mint(ScripBody {
+            suite: Suite::Classic,
+            vendor: vendor_name.clone(),
+            value: Amount::new(1000),
+            id: ScripId::new(licence.series, seq),
+            cust_id: millicent_core::CustId::new(licence.customer_selector as u16, 1).unwrap(),
+            expires_at,
+            properties: Properties::default(),
+        })
+        .unwrap()
+    };
+    let expired = mint(0, now_secs() - 1);
+    let secret = keys
+        .customer_secret(Suite::Classic, expired.body().cust_id)
+        .unwrap();
+    let refused = protocol::pay(&mut vendor, &expired, &secret, Variant::Secure, &item.name).await;
+    assert_eq!(reason(&refused.unwrap_err()), "expired");
+
+    // The same ID# with a valid expiry was never marked spent.
+    let fresh = mint(0, now_secs() + 3600);
+    protocol::pay(&mut vendor, &fresh, &secret, Variant::Secure, &item.name)
+        .await
+        .unwrap();
+
+    network.shutdown().await.unwrap();
+}
+
+fn key_ring(vendor: &VendorName, licence: &wire::Licence) -> KeyRing {
+    let suite = Suite::from_id(licence.suite as u8).unwrap();
+    let mut keys = KeyRing::new(vendor.clone());
+    keys.add_series(SeriesKey {
+        series: licence.series,
+        suite,
+        expires_at: licence.expires_at,
+        secret: MasterSecret::from_slice(suite, &licence.master_scrip_secret).unwrap(),
+    });
+    keys.add_customer_key(CustomerKey {
+        selector: licence.customer_selector as u16,
+        suite,
+        secret: MasterSecret::from_slice(suite, &licence.master_customer_secret).unwrap(),
+    });
+    keys
+}
