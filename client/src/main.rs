@@ -135,7 +135,7 @@ enum Command {
         variant: Option<VariantArg>,
         /// When an exchange is needed, get at least this much vendor scrip,
         /// so that the next payments to this vendor need none.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        #[arg(long, value_name = "N", default_value_t = 100)]
         top_up: u64,
         /// The vendor to pay, when the node serves several selling the item.
         #[arg(long, value_name = "NAME")]
