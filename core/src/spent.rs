@@ -2,9 +2,10 @@
 //!
 //! Safety critical: this set is what stops scrip being spent twice. IDs are
 //! issued densely within a series, so each series keeps a bitmap, about one
-//! bit per issued ID#, split into fixed chunks of [`CHUNK_BITS`] bits that
-//! are also the unit the services persist. A whole series is forgotten at
-//! once when it is past expiry, because its scrip can no longer be presented.
+//! bit per issued ID#, allocated in chunks of [`CHUNK_BITS`] bits. The
+//! services persist it a 64-bit word at a time, so recording a spend writes
+//! eight bytes. A whole series is forgotten at once when it is past expiry,
+//! because its scrip can no longer be presented.
 //!
 //! The set is the hot, in-memory copy; whoever owns it must make an insert
 //! durable before acting on it.
@@ -14,10 +15,8 @@ use dashmap::DashMap;
 use crate::scrip::ScripId;
 use crate::{Error, Result};
 
-/// Bits per chunk.
+/// Bits per chunk of memory.
 pub const CHUNK_BITS: u32 = 4096;
-/// Bytes per chunk when persisted.
-pub const CHUNK_BYTES: usize = CHUNK_BITS as usize / 8;
 const CHUNK_WORDS: usize = CHUNK_BITS as usize / 64;
 
 type Chunk = [u64; CHUNK_WORDS];
@@ -82,42 +81,33 @@ impl SeriesBitmap {
             + allocated * std::mem::size_of::<Chunk>()
     }
 
-    /// The persisted form of chunk `index`: [`CHUNK_BYTES`] bytes, bit `i` of
-    /// the chunk being bit `i % 8` of byte `i / 8`.
-    pub fn chunk_bytes(&self, index: u32) -> [u8; CHUNK_BYTES] {
-        let mut out = [0u8; CHUNK_BYTES];
-        if let Some(Some(words)) = self.chunks.get(index as usize) {
-            for (i, word) in words.iter().enumerate() {
-                out[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
-            }
+    /// Word `index` of the bitmap: bit `i` is sequence number
+    /// `index * 64 + i`. This is the unit the services persist.
+    pub fn word(&self, index: u32) -> u64 {
+        let seq = index as u64 * 64;
+        if seq > u32::MAX as u64 {
+            return 0;
         }
-        out
+        let (chunk, word, _) = position(seq as u32);
+        match self.chunks.get(chunk) {
+            Some(Some(words)) => words[word],
+            _ => 0,
+        }
     }
 
-    /// Merges a persisted chunk into the bitmap.
-    pub fn load_chunk(&mut self, index: u32, bytes: &[u8]) -> Result<()> {
-        if bytes.len() != CHUNK_BYTES {
-            return Err(Error::Malformed {
-                what: "spent chunk",
-                detail: "wrong length",
-            });
-        }
-        let base = index as u64 * CHUNK_BITS as u64;
+    /// Merges a persisted word into the bitmap.
+    pub fn load_word(&mut self, index: u32, mut word: u64) -> Result<()> {
+        let base = index as u64 * 64;
         if base > u32::MAX as u64 {
             return Err(Error::Malformed {
-                what: "spent chunk",
+                what: "spent word",
                 detail: "index out of range",
             });
         }
-        for (i, byte) in bytes.chunks_exact(8).enumerate() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(byte);
-            let mut word = u64::from_le_bytes(word);
-            while word != 0 {
-                let bit = word.trailing_zeros() as u64;
-                self.insert((base + i as u64 * 64 + bit) as u32);
-                word &= word - 1;
-            }
+        while word != 0 {
+            let bit = word.trailing_zeros() as u64;
+            self.insert((base + bit) as u32);
+            word &= word - 1;
         }
         Ok(())
     }
@@ -129,9 +119,9 @@ fn position(seq: u32) -> (usize, usize, u64) {
     (chunk, (within / 64) as usize, 1u64 << (within % 64))
 }
 
-/// The chunk of the bitmap an ID# falls in.
-pub fn chunk_index(id: ScripId) -> u32 {
-    id.seq() / CHUNK_BITS
+/// The index of the 64-bit word of the bitmap an ID# falls in.
+pub fn word_index(id: ScripId) -> u32 {
+    id.seq() / 64
 }
 
 /// One vendor's spent IDs, a bitmap per series, safe to share between threads.
@@ -165,20 +155,20 @@ impl SpentSet {
         }
     }
 
-    /// The persisted form of the chunk holding `id`.
-    pub fn chunk_bytes(&self, id: ScripId) -> [u8; CHUNK_BYTES] {
+    /// The persisted word holding `id` (see [`SeriesBitmap::word`]).
+    pub fn word_of(&self, id: ScripId) -> u64 {
         match self.series.get(&id.series()) {
-            Some(bitmap) => bitmap.chunk_bytes(chunk_index(id)),
-            None => [0; CHUNK_BYTES],
+            Some(bitmap) => bitmap.word(word_index(id)),
+            None => 0,
         }
     }
 
-    /// Merges a persisted chunk of `series`.
-    pub fn load_chunk(&self, series: u32, index: u32, bytes: &[u8]) -> Result<()> {
+    /// Merges a persisted word of `series`.
+    pub fn load_word(&self, series: u32, index: u32, word: u64) -> Result<()> {
         self.series
             .entry(series)
             .or_default()
-            .load_chunk(index, bytes)
+            .load_word(index, word)
     }
 
     /// Forgets a whole series (past expiry and grace).
@@ -227,23 +217,23 @@ mod tests {
     }
 
     #[test]
-    fn chunks_round_trip() {
+    fn words_round_trip() {
         let mut bitmap = SeriesBitmap::default();
-        for seq in [0, 1, 63, 64, 4095, 4096, 9000, u32::MAX] {
+        let seqs = [0, 1, 63, 64, 4095, 4096, 9000, u32::MAX];
+        for seq in seqs {
             bitmap.insert(seq);
         }
         let mut restored = SeriesBitmap::default();
-        for index in [0, 1, 2, u32::MAX / CHUNK_BITS] {
-            restored
-                .load_chunk(index, &bitmap.chunk_bytes(index))
-                .unwrap();
+        for seq in seqs {
+            let index = seq / 64;
+            restored.load_word(index, bitmap.word(index)).unwrap();
         }
         assert_eq!(restored.len(), 8);
-        for seq in [0, 1, 63, 64, 4095, 4096, 9000, u32::MAX] {
-            assert!(restored.contains(seq), "{seq}");
-        }
+        assert!(seqs.iter().all(|seq| restored.contains(*seq)));
         assert!(!restored.contains(2));
-        assert!(restored.load_chunk(0, &[0; 3]).is_err());
+        assert_eq!(bitmap.word(0), 0b11 | 1 << 63);
+        assert_eq!(bitmap.word(u32::MAX / 64 + 1), 0);
+        assert!(restored.load_word(u32::MAX / 64 + 1, 1).is_err());
     }
 
     #[test]

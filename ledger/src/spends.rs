@@ -7,20 +7,20 @@
 //! # Design
 //!
 //! Memory holds a [`SpentSet`] per issuer (a bitmap per series); the store
-//! holds the same bitmaps as chunks of [`CHUNK_BYTES`] bytes, plus, for every
+//! holds the same bitmaps as 64-bit words, plus, for every
 //! spend, a *reply record*: a fingerprint of the request and the reply sent,
 //! kept for the retry window so that a customer who lost a reply and sends
 //! the same payment again gets the same reply instead of a double-spend
 //! error.
 //!
-//! A spend runs under the lock of the bitmap chunk holding the ID#:
+//! A spend runs under the lock of the bitmap word holding the ID#:
 //!
 //! 1. if the bit is set, the payment is a retry (a reply record with the
 //!    same fingerprint exists) or a double spend;
-//! 2. otherwise the reply is made, the bit is set, and the updated chunk and
+//! 2. otherwise the reply is made, the bit is set, and the updated word and
 //!    the reply record are written in one atomic batch.
 //!
-//! Writes of one chunk are serialised by its lock, so a chunk on disk always
+//! Writes of one word are serialised by its lock, so a word on disk always
 //! holds every bit set before it was written. The caller then waits for
 //! [`Ledger::commit`](crate::Ledger::commit) and only then answers: a spend
 //! answered as accepted is durable. A crash after the batch and before the
@@ -29,7 +29,8 @@
 //!
 //! # Keys
 //!
-//! - `c ‖ issuer length (1) ‖ issuer ‖ series (4) ‖ chunk index (4)` → chunk
+//! - `w ‖ issuer length (1) ‖ issuer ‖ series (4) ‖ word index (4)` → the
+//!   word, 8 bytes little-endian: bit `i` is sequence number `64 × index + i`
 //! - `r ‖ minute (8) ‖ issuer length (1) ‖ issuer ‖ ID# (8)` →
 //!   `fingerprint length (2) ‖ fingerprint ‖ reply`
 //!
@@ -40,13 +41,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use millicent_core::spent::{CHUNK_BYTES, chunk_index};
+use millicent_core::spent::word_index;
 use millicent_core::{ScripId, SpentSet, VendorName};
 
 use crate::{Batch, Ledger, LedgerError, Table};
 
 const LOCK_STRIPES: usize = 1024;
-const CHUNK_PREFIX: u8 = b'c';
+const WORD_PREFIX: u8 = b'w';
 const REPLY_PREFIX: u8 = b'r';
 
 /// What [`SpendStore::spend`] found.
@@ -80,7 +81,7 @@ pub struct SpendStore {
 }
 
 impl SpendStore {
-    /// Opens the spend table `name` of `ledger` and loads every chunk into
+    /// Opens the spend table `name` of `ledger` and loads every word into
     /// memory. Reply records are kept for `retry_window_secs`.
     pub fn open(
         ledger: &Ledger,
@@ -89,12 +90,16 @@ impl SpendStore {
     ) -> Result<SpendStore, LedgerError> {
         let table = ledger.table(name)?;
         let sets: DashMap<VendorName, Arc<SpentSet>> = DashMap::new();
-        for entry in table.scan_prefix([CHUNK_PREFIX]) {
+        for entry in table.scan_prefix([WORD_PREFIX]) {
             let (key, value) = entry?;
-            let (issuer, series, index) = parse_chunk_key(&key)
-                .ok_or_else(|| LedgerError::storage("load spent IDs", "unreadable chunk key"))?;
+            let (issuer, series, index) = parse_word_key(&key)
+                .ok_or_else(|| LedgerError::storage("load spent IDs", "unreadable word key"))?;
+            let word: [u8; 8] = value
+                .as_slice()
+                .try_into()
+                .map_err(|_| LedgerError::storage("load spent IDs", "word of the wrong length"))?;
             let set = sets.entry(issuer).or_default().clone();
-            set.load_chunk(series, index, &value)
+            set.load_word(series, index, u64::from_le_bytes(word))
                 .map_err(|error| LedgerError::storage("load spent IDs", error))?;
         }
         let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
@@ -141,8 +146,8 @@ impl SpendStore {
         set.insert(id);
         let mut batch = Batch::default();
         batch.insert(
-            chunk_key(issuer, id.series(), chunk_index(id)),
-            set.chunk_bytes(id),
+            word_key(issuer, id.series(), word_index(id)),
+            set.word_of(id).to_le_bytes(),
         );
         let mut record = Vec::with_capacity(2 + fingerprint.len() + reply.len());
         record.extend_from_slice(&(fingerprint.len() as u16).to_be_bytes());
@@ -164,7 +169,7 @@ impl SpendStore {
     /// Forgets every spent ID of `series` of `issuer`, in memory and on disk.
     /// Only for series whose scrip can no longer be presented.
     pub fn forget_series(&self, issuer: &VendorName, series: u32) -> Result<(), LedgerError> {
-        let mut prefix = issuer_prefix(CHUNK_PREFIX, issuer);
+        let mut prefix = issuer_prefix(WORD_PREFIX, issuer);
         prefix.extend_from_slice(&series.to_be_bytes());
         let mut batch = Batch::default();
         for entry in self.table.scan_prefix(&prefix) {
@@ -215,12 +220,12 @@ impl SpendStore {
         self.sets.entry(issuer.clone()).or_default().clone()
     }
 
-    /// The lock of the chunk holding `id`: all writes of one chunk are
-    /// serialised, so a chunk written later always holds the bits of one
+    /// The lock of the word holding `id`: all writes of one word are
+    /// serialised, so a word written later always holds the bits of one
     /// written earlier.
     fn lock(&self, issuer: &VendorName, id: ScripId) -> std::sync::MutexGuard<'_, ()> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (issuer, id.series(), chunk_index(id)).hash(&mut hasher);
+        (issuer, id.series(), word_index(id)).hash(&mut hasher);
         let stripe = hasher.finish() as usize % LOCK_STRIPES;
         // A panic while holding the lock leaves no half-made state behind
         // (the batch is atomic), so a poisoned lock is safe to take.
@@ -263,14 +268,14 @@ fn issuer_prefix(kind: u8, issuer: &VendorName) -> Vec<u8> {
     key
 }
 
-fn chunk_key(issuer: &VendorName, series: u32, index: u32) -> Vec<u8> {
-    let mut key = issuer_prefix(CHUNK_PREFIX, issuer);
+fn word_key(issuer: &VendorName, series: u32, index: u32) -> Vec<u8> {
+    let mut key = issuer_prefix(WORD_PREFIX, issuer);
     key.extend_from_slice(&series.to_be_bytes());
     key.extend_from_slice(&index.to_be_bytes());
     key
 }
 
-fn parse_chunk_key(key: &[u8]) -> Option<(VendorName, u32, u32)> {
+fn parse_word_key(key: &[u8]) -> Option<(VendorName, u32, u32)> {
     let name_len = *key.get(1)? as usize;
     let name = std::str::from_utf8(key.get(2..2 + name_len)?).ok()?;
     let rest = key.get(2 + name_len..)?;
@@ -292,8 +297,6 @@ fn reply_key(minute: u64, issuer: &VendorName, id: ScripId) -> Vec<u8> {
     key.extend_from_slice(&id.as_u64().to_be_bytes());
     key
 }
-
-const _: () = assert!(CHUNK_BYTES == 512);
 
 #[cfg(test)]
 mod tests {
