@@ -133,6 +133,15 @@ impl FakeVendor {
 
 #[tonic::async_trait]
 impl VendorService for FakeVendor {
+    type PayStreamStream = tonic::codegen::BoxStream<wire::PayStreamReply>;
+
+    async fn pay_stream(
+        &self,
+        _request: Request<tonic::Streaming<wire::PayStreamRequest>>,
+    ) -> Result<Response<Self::PayStreamStream>, Status> {
+        Err(Status::unimplemented("the wallet does not stream payments"))
+    }
+
     async fn pay(
         &self,
         request: Request<wire::PayRequest>,

@@ -9,6 +9,7 @@ use millicent_core::payment::MAX_REQUEST_LEN;
 use millicent_core::{Error, Mac, Payment, PaymentReply, Scrip, Variant, VendorName};
 use millicent_proto as wire;
 
+use crate::VendorError;
 use crate::config::Catalogue;
 use crate::keys::LicenceKeys;
 
@@ -55,6 +56,35 @@ pub(crate) fn payment(request: wire::PayRequest) -> Result<Payment, Error> {
         request,
         request_stamp,
     })
+}
+
+/// The sequence number and payment of one `PayStream` element. An element
+/// without a payment yields an empty one, which [`payment`] refuses as
+/// malformed like any other payment without scrip, so that it is answered
+/// and counted on the same path.
+pub(crate) fn stream_element(element: wire::PayStreamRequest) -> (u64, wire::PayRequest) {
+    (element.sequence, element.payment.unwrap_or_default())
+}
+
+/// The answer to the `PayStream` element numbered `sequence`: the reply, or
+/// the refusal that `Pay` would have returned as a status.
+pub(crate) fn stream_reply(
+    sequence: u64,
+    result: Result<wire::PayReply, VendorError>,
+) -> wire::PayStreamReply {
+    let result = match result {
+        Ok(reply) => wire::pay_stream_reply::Result::Reply(reply),
+        Err(error) => wire::pay_stream_reply::Result::Refusal(wire::Refusal {
+            // gRPC codes are the numbers 0 to 16.
+            code: error.code() as i32 as u32,
+            reason: error.reason().to_owned(),
+            message: error.to_string(),
+        }),
+    };
+    wire::PayStreamReply {
+        sequence,
+        result: Some(result),
+    }
 }
 
 /// Scrip from its wire form: the canonical body and the certificate.
@@ -254,6 +284,24 @@ mod tests {
             scrip.body.pop();
         }
         assert_eq!(reason(short), "malformed");
+    }
+
+    #[test]
+    fn a_stream_refusal_carries_what_a_status_would() {
+        let (sequence, request) = stream_element(wire::PayStreamRequest {
+            sequence: 42,
+            payment: None,
+        });
+        assert_eq!(sequence, 42);
+        let error = VendorError::from(payment(request).unwrap_err());
+        let reply = stream_reply(sequence, Err(error));
+        assert_eq!(reply.sequence, 42);
+        let Some(wire::pay_stream_reply::Result::Refusal(refusal)) = reply.result else {
+            panic!("not a refusal: {reply:?}");
+        };
+        assert_eq!(refusal.code, tonic::Code::InvalidArgument as i32 as u32);
+        assert_eq!(refusal.reason, "malformed");
+        assert!(refusal.message.contains("no scrip"), "{}", refusal.message);
     }
 
     #[test]

@@ -32,6 +32,8 @@
 //! - `convert`: the wire boundary; every field a client sends is checked
 //!   there.
 //! - `pay`: the payment path and its durability argument.
+//! - `stream`: many payments on one `PayStream` call, each on the path of
+//!   `pay`.
 //! - `keys`: master secrets, series and licences in the ledger table `keys`.
 //! - `change`: dense, durably reserved ID#s for change.
 //! - `maintenance`: pruning of reply records, forgetting of expired series,
@@ -58,6 +60,7 @@ mod node;
 mod pay;
 mod server;
 mod service;
+mod stream;
 mod vendor;
 
 pub use config::{

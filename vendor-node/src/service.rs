@@ -10,11 +10,10 @@ use millicent_proto as wire;
 use millicent_proto::vendor_service_server::VendorService;
 use subtle::ConstantTimeEq as _;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::VendorError;
-use crate::convert;
 use crate::node::{Node, unix_now};
+use crate::{VendorError, convert, stream};
 
 /// `VendorService` backed by a node.
 #[derive(Clone, Debug)]
@@ -58,6 +57,16 @@ impl VendorService for GrpcVendor {
     ) -> Result<Response<wire::PayReply>, Status> {
         let reply = self.node.pay(request.into_inner()).await?;
         Ok(Response::new(reply))
+    }
+
+    type PayStreamStream = stream::Replies;
+
+    async fn pay_stream(
+        &self,
+        request: Request<Streaming<wire::PayStreamRequest>>,
+    ) -> Result<Response<Self::PayStreamStream>, Status> {
+        let replies = stream::serve(self.node.clone(), request.into_inner());
+        Ok(Response::new(replies))
     }
 
     async fn get_prices(

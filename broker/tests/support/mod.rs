@@ -90,6 +90,15 @@ struct LicensingNode {
 
 #[tonic::async_trait]
 impl VendorService for LicensingNode {
+    type PayStreamStream = tonic::codegen::BoxStream<proto::PayStreamReply>;
+
+    async fn pay_stream(
+        &self,
+        _request: Request<tonic::Streaming<proto::PayStreamRequest>>,
+    ) -> Result<Response<Self::PayStreamStream>, Status> {
+        Err(Status::unimplemented("this test node only grants licences"))
+    }
+
     async fn pay(
         &self,
         _request: Request<proto::PayRequest>,
