@@ -184,6 +184,7 @@ mod tests {
                 items: vec![wire::Item {
                     name: "article-1".into(),
                     price: 30,
+                    ..Default::default()
                 }],
                 variants: vec![0, 2, 7],
                 suites: vec![1, 300, 99],

@@ -215,6 +215,7 @@ impl VendorService for FakeVendor {
                 items: vec![wire::Item {
                     name: "article-1".into(),
                     price: ARTICLE_PRICE,
+                    variants: vec![1, 2, 3],
                 }],
                 variants: vec![1, 2, 3],
                 suites: vec![1],

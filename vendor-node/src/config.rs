@@ -74,6 +74,11 @@ pub struct VendorSpec {
     /// Payment variants accepted: any of `clear`, `secure`, `private`.
     #[serde(default = "default_variants")]
     pub variants: Vec<String>,
+    /// The highest price payable in the clear variant; above it an item
+    /// must be paid with a stamped variant. Without it, clear pays for any
+    /// item (if `variants` lists it).
+    #[serde(default)]
+    pub clear_max_price: Option<u64>,
     /// What the vendor sells.
     #[serde(default)]
     pub items: Vec<ItemSpec>,
@@ -121,6 +126,7 @@ impl Default for VendorConfig {
                 name: "news.example".to_owned(),
                 suite: default_suite(),
                 variants: default_variants(),
+                clear_max_price: None,
                 items: vec![
                     item("headline", 1, "Millicent makes tiny payments cheap."),
                     item("article-1", 10, "The text of article 1"),
@@ -236,7 +242,26 @@ pub(crate) struct Catalogue {
     pub(crate) name: VendorName,
     pub(crate) suite: Suite,
     pub(crate) variants: Vec<Variant>,
+    /// The highest price the clear variant pays for, if limited.
+    pub(crate) clear_max_price: Option<Amount>,
     pub(crate) items: Vec<Item>,
+}
+
+impl Catalogue {
+    /// The variants that may pay for `item`: the vendor's, less clear when
+    /// the item costs more than the clear limit.
+    pub(crate) fn variants_for(&self, item: &Item) -> impl Iterator<Item = Variant> {
+        let clear_allowed = self.clear_limit_under(item).is_none();
+        self.variants
+            .iter()
+            .copied()
+            .filter(move |variant| *variant != Variant::Clear || clear_allowed)
+    }
+
+    /// The clear-variant limit, if `item` costs more than it.
+    pub(crate) fn clear_limit_under(&self, item: &Item) -> Option<Amount> {
+        self.clear_max_price.filter(|limit| item.price > *limit)
+    }
 }
 
 /// An item with its price and goods.
@@ -304,12 +329,41 @@ impl VendorSpec {
                 goods: item.content.as_bytes().to_vec(),
             });
         }
-        Ok(Catalogue {
+
+        if let Some(limit) = self.clear_max_price {
+            if !variants.contains(&Variant::Clear) {
+                return Err(config_error(format!(
+                    "vendor {name}: clear_max_price is set but variants does not list clear"
+                )));
+            }
+            if limit == 0 {
+                return Err(config_error(format!(
+                    "vendor {name}: clear_max_price is 0, which no price meets; to refuse the \
+                     clear variant, leave it out of variants"
+                )));
+            }
+        }
+        let catalogue = Catalogue {
             name,
             suite,
             variants,
+            clear_max_price: self.clear_max_price.map(Amount::new),
             items,
-        })
+        };
+        if let Some(item) = catalogue
+            .items
+            .iter()
+            .find(|item| catalogue.variants_for(item).next().is_none())
+        {
+            return Err(config_error(format!(
+                "vendor {}: item {:?} costs {}, above clear_max_price, and clear is the only \
+                 variant accepted, so it cannot be paid for; add secure or private to variants",
+                catalogue.name,
+                item.name,
+                item.price.units()
+            )));
+        }
+        Ok(catalogue)
     }
 }
 
@@ -398,5 +452,34 @@ mod tests {
         assert!(refused(&|c| c.vendors[0].name = "News".into()).contains("vendor name"));
         assert!(refused(&|c| c.vendors.push(c.vendors[0].clone())).contains("twice"));
         assert!(refused(&|c| c.series_lifetime_secs = 5).contains("series_lifetime_secs"));
+    }
+
+    #[test]
+    fn the_clear_limit_takes_clear_away_from_dearer_items() {
+        let mut config = VendorConfig::default();
+        config.vendors[0].clear_max_price = Some(10);
+        let catalogue = config.validate().unwrap().remove(0);
+        let variants = |name: &str| {
+            let item = catalogue
+                .items
+                .iter()
+                .find(|item| item.name == name)
+                .unwrap();
+            catalogue.variants_for(item).collect::<Vec<_>>()
+        };
+        assert_eq!(variants("article-1"), Variant::ALL.to_vec());
+        assert_eq!(
+            variants("article-2"),
+            vec![Variant::Secure, Variant::Private]
+        );
+
+        let refused = |edit: &dyn Fn(&mut VendorSpec)| {
+            let mut config = config.clone();
+            edit(&mut config.vendors[0]);
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(refused(&|v| v.clear_max_price = Some(0)).contains("clear_max_price is 0"));
+        assert!(refused(&|v| v.variants = vec!["secure".into()]).contains("does not list clear"));
+        assert!(refused(&|v| v.variants = vec!["clear".into()]).contains("cannot be paid for"));
     }
 }

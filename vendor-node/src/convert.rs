@@ -193,6 +193,7 @@ pub(crate) fn offer(catalogue: &Catalogue) -> wire::VendorOffer {
             .map(|item| wire::Item {
                 name: item.name.clone(),
                 price: item.price.units(),
+                variants: catalogue.variants_for(item).map(variant_to_wire).collect(),
             })
             .collect(),
         variants: catalogue

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use millicent_core::ErrorClass;
-use millicent_core::{ScripId, Variant, VendorName};
+use millicent_core::{Amount, ScripId, Variant, VendorName};
 use millicent_ledger::LedgerError;
 use tonic::{Code, Status};
 
@@ -112,6 +112,21 @@ pub enum VendorError {
         /// The variant used.
         variant: Variant,
     },
+    /// The item costs more than the vendor accepts in the clear variant.
+    #[error(
+        "vendor {vendor} accepts the clear variant only for prices up to {}, and this item \
+         costs {}; pay in a stamped variant (GetPrices lists each item's variants)",
+        limit.units(),
+        price.units()
+    )]
+    ClearAboveLimit {
+        /// The vendor.
+        vendor: VendorName,
+        /// The item's price.
+        price: Amount,
+        /// The vendor's `clear_max_price`.
+        limit: Amount,
+    },
     /// The call needs a credential it did not carry.
     #[error("{detail}")]
     Unauthenticated {
@@ -137,7 +152,9 @@ impl VendorError {
             VendorError::DoubleSpend { .. } => "double_spend",
             VendorError::UnknownVendor { .. } => "unknown_vendor",
             VendorError::UnknownItem { .. } => "unknown_item",
-            VendorError::VariantNotAccepted { .. } => "variant_not_accepted",
+            VendorError::VariantNotAccepted { .. } | VendorError::ClearAboveLimit { .. } => {
+                "variant_not_accepted"
+            }
             VendorError::Unauthenticated { .. } => "unauthenticated",
             VendorError::Storage(_) => "storage",
             VendorError::Exhausted { .. } => "exhausted",
@@ -157,7 +174,9 @@ impl VendorError {
             VendorError::Protocol(error) => protocol_code(error),
             VendorError::DoubleSpend { .. } => Code::AlreadyExists,
             VendorError::UnknownVendor { .. } | VendorError::UnknownItem { .. } => Code::NotFound,
-            VendorError::VariantNotAccepted { .. } => Code::FailedPrecondition,
+            VendorError::VariantNotAccepted { .. } | VendorError::ClearAboveLimit { .. } => {
+                Code::FailedPrecondition
+            }
             VendorError::Unauthenticated { .. } => Code::Unauthenticated,
             VendorError::Storage(_) => Code::Unavailable,
             VendorError::Exhausted { .. } => Code::ResourceExhausted,

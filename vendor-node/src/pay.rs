@@ -11,7 +11,8 @@
 //!    scrip that expires after its series: a licence holder knows the
 //!    series' secret and could certify such scrip, and a series' spent IDs
 //!    are forgotten once it has expired.
-//! 4. The request names an item; its price must be covered.
+//! 4. The request names an item; its price must be covered, and a clear
+//!    payment must be within the vendor's clear limit.
 //! 5. [`SpendStore::spend`](millicent_ledger::SpendStore::spend) marks the
 //!    ID# spent and records the reply in one atomic write, or finds that
 //!    it was spent before: by the same request (a retry, answered with the
@@ -133,6 +134,17 @@ impl Node {
         let keys = vendor.key_ring();
         let verified = payment.verify(&keys, now)?;
         let item = vendor.item(verified.request())?;
+        let clear_limit = match verified.variant() {
+            Variant::Clear => vendor.catalogue.clear_limit_under(item),
+            Variant::Secure | Variant::Private => None,
+        };
+        if let Some(limit) = clear_limit {
+            return Err(VendorError::ClearAboveLimit {
+                vendor: vendor.name().clone(),
+                price: item.price,
+                limit,
+            });
+        }
         let change = verified.change_value(item.price)?;
 
         // The fingerprint determines the payment exactly: its variant (the

@@ -400,3 +400,62 @@ fn licence_of(broker: &Broker) -> wire::Licence {
         master_customer_secret: customer.secret.expose_bytes().to_vec(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clear_variant_pays_only_up_to_the_vendors_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = config(dir.path());
+    limited.vendors[0].clear_max_price = Some(10);
+    let Harness { node, mut client } = start(limited).await;
+    let mut broker = Broker::licensed(&mut client, "news.example").await;
+
+    // Up to the limit, clear pays; above it, clear is refused and the
+    // scrip stays unspent for a stamped variant.
+    for item in ["headline", "article-1"] {
+        let scrip = broker.mint(100);
+        let payment = broker.payment(&scrip, Variant::Clear, item);
+        pay_ok(&mut client, &payment, &broker.secret(&scrip)).await;
+    }
+    let scrip = broker.mint(100);
+    let request = pay_request(&broker.payment(&scrip, Variant::Clear, "archive"));
+    let status = client.pay(request).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::FailedPrecondition, "variant_not_accepted")
+    );
+    assert!(
+        status.message().contains("only for prices up to 10") && status.message().contains("100"),
+        "{}",
+        status.message()
+    );
+    let payment = broker.payment(&scrip, Variant::Secure, "archive");
+    let (_, goods, _) = pay_ok(&mut client, &payment, &broker.secret(&scrip)).await;
+    assert_eq!(goods, b"The archive");
+
+    // GetPrices lists, for each item, the variants that pay for it.
+    let prices = client
+        .get_prices(wire::GetPricesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let all = vec![1, 2, 3];
+    let stamped = vec![2, 3];
+    let variants: Vec<(&str, &Vec<i32>)> = prices
+        .vendors
+        .iter()
+        .flat_map(|vendor| vendor.items.iter())
+        .map(|item| (item.name.as_str(), &item.variants))
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            ("headline", &all),
+            ("article-1", &all),
+            ("archive", &stamped),
+            ("pencil", &stamped)
+        ]
+    );
+    assert_eq!(prices.vendors[0].variants, all);
+
+    node.shutdown().await.unwrap();
+}

@@ -48,6 +48,7 @@ pub fn config(dir: &Path) -> VendorConfig {
                 name: "news.example".to_owned(),
                 suite: "classic".to_owned(),
                 variants: vec!["clear".into(), "secure".into(), "private".into()],
+                clear_max_price: None,
                 items: vec![
                     item("headline", 1, "Headline"),
                     item("article-1", 10, "The text of article 1"),
@@ -58,6 +59,7 @@ pub fn config(dir: &Path) -> VendorConfig {
                 name: "shop.example".to_owned(),
                 suite: "classic".to_owned(),
                 variants: vec!["secure".into(), "private".into()],
+                clear_max_price: None,
                 items: vec![item("pencil", 3, "A pencil")],
             },
         ],
