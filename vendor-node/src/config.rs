@@ -3,17 +3,24 @@
 //! Every key has a default, so a node starts with no file at all and serves
 //! the demonstration vendor `news.example` from `data/vendor-1`. A file that
 //! leaves out `[[vendors]]` gets that demonstration vendor too.
+//!
+//! [`VendorConfig::validate`] turns the file's values into the node's
+//! settings and is the one place that refuses a bad configuration, with a
+//! message saying which key is wrong and why.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use millicent_core::payment::MAX_REQUEST_LEN;
 use millicent_core::{Amount, Suite, Variant, VendorName};
+use millicent_ledger::Durability;
 use serde::Deserialize;
 
 use crate::VendorError;
+use crate::cluster::{ClusterMap, Peer, SeriesRange};
 
 /// Environment variable overriding [`VendorConfig::listen`].
 pub const ENV_LISTEN: &str = "MILLICENT_VENDOR_LISTEN";
@@ -28,6 +35,16 @@ pub const ENV_LICENCE_TOKEN: &str = "MILLICENT_LICENCE_TOKEN";
 /// its change series needs replacing, so a shorter lifetime could lapse
 /// between two checks.
 pub const MIN_SERIES_LIFETIME_SECS: u64 = 600;
+
+/// The series a node allocates when its configuration names none.
+pub const DEFAULT_SERIES_RANGE: [u32; 2] = [1, 1_000_000];
+
+/// Default time between checkpoints with `durability = "relaxed"`.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 200;
+
+/// Longest checkpoint interval accepted: a minute of acknowledged spends
+/// is already a great deal to lose in a crash.
+pub const MAX_CHECKPOINT_INTERVAL_MS: u64 = 60_000;
 
 /// Everything a vendor node needs to start.
 #[derive(Clone, Deserialize)]
@@ -58,8 +75,51 @@ pub struct VendorConfig {
     pub max_requests_per_connection: usize,
     /// Longest a request may take before it is abandoned, in seconds.
     pub request_timeout_secs: u64,
+    /// How spends are made durable. Only `strict` guarantees that no scrip
+    /// is accepted twice across a crash.
+    pub durability: DurabilityMode,
+    /// Time between checkpoints with `durability = "relaxed"`, in
+    /// milliseconds; ignored in strict mode.
+    pub checkpoint_interval_ms: u64,
+    /// The series numbers `[first, last]` this node allocates for its own
+    /// change series and the licences it grants. Nodes sharing a vendor
+    /// must have ranges that do not overlap.
+    pub series_range: [u32; 2],
+    /// The other nodes of the same vendors, each with the series it owns;
+    /// scrip of their series is refused here with a pointer to them.
+    pub peers: Vec<PeerSpec>,
     /// The vendors this node takes payments for.
     pub vendors: Vec<VendorSpec>,
+}
+
+/// How a node makes spends durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// A payment is answered only once its spend is on disk; concurrent
+    /// payments share one flush. No scrip is ever accepted twice, across
+    /// any crash.
+    #[default]
+    Strict,
+    /// Payments are answered before their spends are on disk, and the store
+    /// is flushed every `checkpoint_interval_ms`. A crash loses the spends
+    /// of up to that interval, so already-spent scrip can then be accepted
+    /// a second time. Keys, licences and change-ID reservations are still
+    /// flushed before use.
+    Relaxed,
+}
+
+/// Another node serving the same vendors, as configured in `[[peers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// The peer's node name (its `node` key).
+    pub node: String,
+    /// The URL its clients use, for example `http://10.0.0.2:7200`; sent to
+    /// a client whose payment belongs there.
+    pub url: String,
+    /// The series numbers `[first, last]` the peer allocates.
+    pub series_range: [u32; 2],
 }
 
 /// One vendor served by the node.
@@ -122,6 +182,10 @@ impl Default for VendorConfig {
             series_lifetime_secs: 30 * 24 * 3600,
             max_requests_per_connection: 1024,
             request_timeout_secs: 10,
+            durability: DurabilityMode::Strict,
+            checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
+            series_range: DEFAULT_SERIES_RANGE,
+            peers: Vec::new(),
             vendors: vec![VendorSpec {
                 name: "news.example".to_owned(),
                 suite: default_suite(),
@@ -154,6 +218,10 @@ impl std::fmt::Debug for VendorConfig {
                 &self.max_requests_per_connection,
             )
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("durability", &self.durability)
+            .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
+            .field("series_range", &self.series_range)
+            .field("peers", &self.peers)
             .field("vendors", &self.vendors)
             .finish()
     }
@@ -203,7 +271,7 @@ impl VendorConfig {
     }
 
     /// Checks every value and turns names into protocol types.
-    pub(crate) fn validate(&self) -> Result<Vec<Catalogue>, VendorError> {
+    pub(crate) fn validate(&self) -> Result<Settings, VendorError> {
         VendorName::new(&self.node)
             .map_err(|error| config_error(format!("node name {:?}: {error}", self.node)))?;
         if self.series_lifetime_secs < MIN_SERIES_LIFETIME_SECS {
@@ -232,8 +300,64 @@ impl VendorConfig {
             }
             catalogues.push(catalogue);
         }
-        Ok(catalogues)
+        Ok(Settings {
+            catalogues,
+            cluster: self.cluster_map()?,
+            durability: self.durability_setting()?,
+        })
     }
+
+    fn cluster_map(&self) -> Result<ClusterMap, VendorError> {
+        let own = series_range("series_range", self.series_range)?;
+        let mut names = HashSet::from([self.node.as_str()]);
+        let mut peers = Vec::with_capacity(self.peers.len());
+        for peer in &self.peers {
+            VendorName::new(&peer.node).map_err(|error| {
+                config_error(format!("[[peers]] node name {:?}: {error}", peer.node))
+            })?;
+            if !names.insert(peer.node.as_str()) {
+                return Err(config_error(format!(
+                    "[[peers]] node {} is this node or is listed twice",
+                    peer.node
+                )));
+            }
+            check_peer_url(peer)?;
+            peers.push(Peer {
+                node: peer.node.clone(),
+                url: peer.url.clone(),
+                series: series_range(
+                    &format!("series_range of peer {}", peer.node),
+                    peer.series_range,
+                )?,
+            });
+        }
+        ClusterMap::new(own, peers).map_err(config_error)
+    }
+
+    fn durability_setting(&self) -> Result<Durability, VendorError> {
+        match self.durability {
+            DurabilityMode::Strict => Ok(Durability::Strict),
+            DurabilityMode::Relaxed => {
+                if !(1..=MAX_CHECKPOINT_INTERVAL_MS).contains(&self.checkpoint_interval_ms) {
+                    return Err(config_error(format!(
+                        "checkpoint_interval_ms is {}, it must be 1 to {}",
+                        self.checkpoint_interval_ms, MAX_CHECKPOINT_INTERVAL_MS
+                    )));
+                }
+                Ok(Durability::Relaxed {
+                    interval: Duration::from_millis(self.checkpoint_interval_ms),
+                })
+            }
+        }
+    }
+}
+
+/// A configuration checked and turned into the node's own types.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) catalogues: Vec<Catalogue>,
+    pub(crate) cluster: ClusterMap,
+    pub(crate) durability: Durability,
 }
 
 /// A vendor's validated configuration: what it sells and how it is paid.
@@ -367,6 +491,35 @@ impl VendorSpec {
     }
 }
 
+/// A series range from its configured `[first, last]`.
+fn series_range(key: &str, [first, last]: [u32; 2]) -> Result<SeriesRange, VendorError> {
+    SeriesRange::new(first, last).ok_or_else(|| {
+        config_error(format!(
+            "{key} is [{first}, {last}]; it must be [first, last] with 1 <= first <= last <= {}",
+            u32::MAX - 1
+        ))
+    })
+}
+
+/// Checks that a peer's URL is an absolute http or https URL that can be
+/// sent to clients in a metadata entry (visible ASCII).
+fn check_peer_url(peer: &PeerSpec) -> Result<(), VendorError> {
+    let bad = |why: &str| {
+        config_error(format!(
+            "[[peers]] node {}: url {:?} {why}; write it like http://10.0.0.2:7200",
+            peer.node, peer.url
+        ))
+    };
+    let uri: tonic::transport::Uri = peer.url.parse().map_err(|_| bad("is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(bad("is not an http:// or https:// URL with a host"));
+    }
+    if !peer.url.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(bad("has characters other than visible ASCII"));
+    }
+    Ok(())
+}
+
 fn parse_addr(variable: &str, value: &str) -> anyhow::Result<SocketAddr> {
     value
         .parse()
@@ -386,7 +539,13 @@ mod tests {
     #[test]
     fn defaults_make_a_working_demo_node() {
         let config = VendorConfig::default();
-        let catalogues = config.validate().unwrap();
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.durability, Durability::Strict);
+        assert_eq!(
+            settings.cluster.own(),
+            SeriesRange::new(1, 1_000_000).unwrap()
+        );
+        let catalogues = settings.catalogues;
         assert_eq!(catalogues.len(), 1);
         assert_eq!(catalogues[0].name.as_str(), "news.example");
         assert_eq!(catalogues[0].variants, Variant::ALL.to_vec());
@@ -417,7 +576,7 @@ mod tests {
         assert_eq!(config.node, "vendor-7");
         assert_eq!(config.retry_window_secs, 600);
         assert_eq!(config.vendors[0].suite, "classic");
-        let catalogue = &config.validate().unwrap()[0];
+        let catalogue = &config.validate().unwrap().catalogues[0];
         assert_eq!(catalogue.variants, vec![Variant::Secure]);
 
         config
@@ -455,10 +614,82 @@ mod tests {
     }
 
     #[test]
+    fn peers_and_series_ranges_are_checked() {
+        let config = VendorConfig::from_toml(
+            r#"
+            node = "vendor-1"
+            series_range = [1, 1000]
+            [[peers]]
+            node = "vendor-2"
+            url = "http://10.0.0.2:7200"
+            series_range = [1001, 2000]
+            "#,
+        )
+        .unwrap();
+        let cluster = config.validate().unwrap().cluster;
+        assert_eq!(cluster.own(), SeriesRange::new(1, 1000).unwrap());
+        let owner = cluster.owner_of(1500).unwrap();
+        assert_eq!(
+            (owner.node.as_str(), owner.url.as_str()),
+            ("vendor-2", "http://10.0.0.2:7200")
+        );
+
+        let refused = |edit: &dyn Fn(&mut VendorConfig)| {
+            let mut config = config.clone();
+            edit(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(refused(&|c| c.peers[0].series_range = [900, 1100]).contains("overlaps"));
+        assert!(refused(&|c| c.series_range = [0, 10]).contains("series_range is [0, 10]"));
+        assert!(refused(&|c| c.series_range = [10, 9]).contains("first <= last"));
+        assert!(refused(&|c| c.peers[0].series_range = [5, 1]).contains("peer vendor-2"));
+        assert!(refused(&|c| c.peers[0].node = "vendor-1".into()).contains("this node"));
+        assert!(refused(&|c| c.peers[0].node = "Vendor 2".into()).contains("node name"));
+        assert!(refused(&|c| c.peers[0].url = "10.0.0.2:7200".into()).contains("http://"));
+        assert!(refused(&|c| c.peers[0].url = "http://a b".into()).contains("url"));
+        assert!(refused(&|c| c.peers.push(c.peers[0].clone())).contains("listed twice"));
+        assert!(VendorConfig::from_toml("series_range = [1, -1]").is_err());
+    }
+
+    #[test]
+    fn durability_is_strict_unless_relaxed_is_asked_for() {
+        let config = VendorConfig::from_toml("durability = \"relaxed\"").unwrap();
+        assert_eq!(
+            config.validate().unwrap().durability,
+            Durability::Relaxed {
+                interval: Duration::from_millis(200)
+            }
+        );
+        let config =
+            VendorConfig::from_toml("durability = \"relaxed\"\ncheckpoint_interval_ms = 50")
+                .unwrap();
+        assert_eq!(
+            config.validate().unwrap().durability,
+            Durability::Relaxed {
+                interval: Duration::from_millis(50)
+            }
+        );
+        let config = VendorConfig::from_toml("checkpoint_interval_ms = 50").unwrap();
+        assert_eq!(config.validate().unwrap().durability, Durability::Strict);
+
+        let config =
+            VendorConfig::from_toml("durability = \"relaxed\"\ncheckpoint_interval_ms = 0")
+                .unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("checkpoint_interval_ms")
+        );
+        assert!(VendorConfig::from_toml("durability = \"fast\"").is_err());
+    }
+
+    #[test]
     fn the_clear_limit_takes_clear_away_from_dearer_items() {
         let mut config = VendorConfig::default();
         config.vendors[0].clear_max_price = Some(10);
-        let catalogue = config.validate().unwrap().remove(0);
+        let catalogue = config.validate().unwrap().catalogues.remove(0);
         let variants = |name: &str| {
             let item = catalogue
                 .items

@@ -14,6 +14,12 @@ use tonic::{Code, Status};
 
 /// Metadata key of the machine-readable reason of a refusal.
 pub const REASON_KEY: &str = "millicent-reason";
+/// Metadata key naming the node that owns the scrip's series, on a
+/// `wrong_node` refusal.
+pub const OWNER_NODE_KEY: &str = "millicent-owner-node";
+/// Metadata key giving the URL of the node that owns the scrip's series, on
+/// a `wrong_node` refusal.
+pub const OWNER_URL_KEY: &str = "millicent-owner-url";
 
 /// Everything a vendor node can fail at or refuse.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +133,16 @@ pub enum VendorError {
         /// The vendor's `clear_max_price`.
         limit: Amount,
     },
+    /// The scrip's series belongs to another node of the vendor.
+    #[error("series {series} belongs to node {node} at {url}; send the payment there")]
+    WrongNode {
+        /// The scrip's series.
+        series: u32,
+        /// The node that owns it.
+        node: String,
+        /// Where that node is reached.
+        url: String,
+    },
     /// The call needs a credential it did not carry.
     #[error("{detail}")]
     Unauthenticated {
@@ -140,6 +156,19 @@ pub enum VendorError {
         vendor: VendorName,
         /// What ran out.
         what: &'static str,
+    },
+    /// Every series number of the node's `series_range` is used.
+    #[error(
+        "vendor {vendor} has used every series number of this node's series_range \
+         [{first}, {last}]; give the node a further range that no other node owns"
+    )]
+    SeriesExhausted {
+        /// The vendor.
+        vendor: VendorName,
+        /// The first series of the range.
+        first: u32,
+        /// The last series of the range.
+        last: u32,
     },
 }
 
@@ -155,9 +184,10 @@ impl VendorError {
             VendorError::VariantNotAccepted { .. } | VendorError::ClearAboveLimit { .. } => {
                 "variant_not_accepted"
             }
+            VendorError::WrongNode { .. } => "wrong_node",
             VendorError::Unauthenticated { .. } => "unauthenticated",
             VendorError::Storage(_) => "storage",
-            VendorError::Exhausted { .. } => "exhausted",
+            VendorError::Exhausted { .. } | VendorError::SeriesExhausted { .. } => "exhausted",
             VendorError::Config { .. }
             | VendorError::DataDir { .. }
             | VendorError::InsecureDataDir { .. }
@@ -174,12 +204,14 @@ impl VendorError {
             VendorError::Protocol(error) => protocol_code(error),
             VendorError::DoubleSpend { .. } => Code::AlreadyExists,
             VendorError::UnknownVendor { .. } | VendorError::UnknownItem { .. } => Code::NotFound,
-            VendorError::VariantNotAccepted { .. } | VendorError::ClearAboveLimit { .. } => {
-                Code::FailedPrecondition
-            }
+            VendorError::VariantNotAccepted { .. }
+            | VendorError::ClearAboveLimit { .. }
+            | VendorError::WrongNode { .. } => Code::FailedPrecondition,
             VendorError::Unauthenticated { .. } => Code::Unauthenticated,
             VendorError::Storage(_) => Code::Unavailable,
-            VendorError::Exhausted { .. } => Code::ResourceExhausted,
+            VendorError::Exhausted { .. } | VendorError::SeriesExhausted { .. } => {
+                Code::ResourceExhausted
+            }
             _ => Code::Internal,
         }
     }
@@ -197,8 +229,19 @@ fn protocol_code(error: &millicent_core::Error) -> Code {
 impl From<VendorError> for Status {
     fn from(error: VendorError) -> Status {
         let mut status = Status::new(error.code(), error.to_string());
+        let metadata = status.metadata_mut();
         if let Ok(value) = error.reason().parse() {
-            status.metadata_mut().insert(REASON_KEY, value);
+            metadata.insert(REASON_KEY, value);
+        }
+        // Node names and URLs are checked to be visible ASCII when the
+        // configuration is loaded, so both always parse.
+        if let VendorError::WrongNode { node, url, .. } = &error {
+            if let Ok(value) = node.parse() {
+                metadata.insert(OWNER_NODE_KEY, value);
+            }
+            if let Ok(value) = url.parse() {
+                metadata.insert(OWNER_URL_KEY, value);
+            }
         }
         status
     }
@@ -231,5 +274,23 @@ mod tests {
                 .contains("refused until the store recovers")
         );
         assert_eq!(status.metadata().get(REASON_KEY).unwrap(), "storage");
+
+        let status = Status::from(VendorError::WrongNode {
+            series: 1_000_001,
+            node: "vendor-2".to_owned(),
+            url: "http://10.0.0.2:7200".to_owned(),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.metadata().get(REASON_KEY).unwrap(), "wrong_node");
+        assert_eq!(status.metadata().get(OWNER_NODE_KEY).unwrap(), "vendor-2");
+        assert_eq!(
+            status.metadata().get(OWNER_URL_KEY).unwrap(),
+            "http://10.0.0.2:7200"
+        );
+        assert!(
+            status
+                .message()
+                .contains("node vendor-2 at http://10.0.0.2:7200")
+        );
     }
 }

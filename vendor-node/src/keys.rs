@@ -37,8 +37,14 @@
 //! issues an ID# twice.
 //!
 //! Series numbers and selectors are allocated from the counters and never
-//! reused. Series start at 1 and selectors at 1; selector 0 is left unused
-//! so that a zero Cust ID# never matches a licence by accident.
+//! reused. Series numbers come from the node's `series_range` only (see
+//! [`crate::cluster`]): the counter starts at the range's first number, or
+//! jumps there if it is below it, and a counter past the range's last
+//! number refuses every new series as `exhausted`. Selectors start at 1;
+//! selector 0 is left unused so that a zero Cust ID# never matches a
+//! licence by accident. Selectors need no partitioning between nodes: a
+//! selector's customer key is only ever looked up by the node holding the
+//! series of the scrip, which granted that selector with the series.
 //!
 //! Customer keys are never removed, because change keeps the Cust ID# of
 //! the scrip it replaces and so outlives the licence's series. A vendor can
@@ -54,6 +60,7 @@ use rand::TryRng as _;
 use zeroize::Zeroizing;
 
 use crate::VendorError;
+use crate::cluster::SeriesRange;
 
 /// Name of the ledger table holding key material.
 pub(crate) const TABLE: &str = "keys";
@@ -103,14 +110,21 @@ pub(crate) struct LicenceKeys {
 pub(crate) struct KeyStore {
     table: Table,
     node: String,
+    series: SeriesRange,
 }
 
 impl KeyStore {
-    /// The key store of `ledger`; `node` is recorded as the owner of new series.
-    pub(crate) fn open(ledger: &Ledger, node: &str) -> Result<KeyStore, LedgerError> {
+    /// The key store of `ledger`; `node` is recorded as the owner of new
+    /// series, whose numbers are taken from `series`.
+    pub(crate) fn open(
+        ledger: &Ledger,
+        node: &str,
+        series: SeriesRange,
+    ) -> Result<KeyStore, LedgerError> {
         Ok(KeyStore {
             table: ledger.table(TABLE)?,
             node: node.to_owned(),
+            series,
         })
     }
 
@@ -251,7 +265,16 @@ impl KeyStore {
     }
 
     fn next_series(&self, vendor: &VendorName) -> Result<u32, VendorError> {
-        let next = self.counter(vendor, b's')?.max(1);
+        let next = self
+            .counter(vendor, b's')?
+            .max(u64::from(self.series.first()));
+        if next > u64::from(self.series.last()) {
+            return Err(VendorError::SeriesExhausted {
+                vendor: vendor.clone(),
+                first: self.series.first(),
+                last: self.series.last(),
+            });
+        }
         u32::try_from(next).map_err(|_| VendorError::Exhausted {
             vendor: vendor.clone(),
             what: "series numbers",
@@ -479,12 +502,50 @@ mod tests {
         VendorName::new("news.example").unwrap()
     }
 
+    fn everything() -> SeriesRange {
+        SeriesRange::new(1, u32::MAX - 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn series_come_from_the_range_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let low = KeyStore::open(&ledger, "vendor-1", everything()).unwrap();
+        let first = low
+            .create_own_series(&vendor(), Suite::Classic, 10, 1000, 1)
+            .unwrap();
+        assert_eq!(first.series, 1);
+
+        // A counter below the range jumps to its start; the range's last
+        // number is used, and then nothing more.
+        let high = KeyStore::open(&ledger, "vendor-1", SeriesRange::new(50, 51).unwrap()).unwrap();
+        let licence = high
+            .create_licence(&vendor(), Suite::Classic, "broker-1", 10, 1000)
+            .unwrap();
+        assert_eq!(licence.series.series, 50);
+        let own = high
+            .create_own_series(&vendor(), Suite::Classic, 10, 1000, 1)
+            .unwrap();
+        assert_eq!(own.series, 51);
+        let error = high
+            .create_licence(&vendor(), Suite::Classic, "broker-1", 10, 1000)
+            .unwrap_err();
+        assert_eq!(error.reason(), "exhausted");
+        assert!(error.to_string().contains("[50, 51]"), "{error}");
+        assert!(
+            high.create_own_series(&vendor(), Suite::Classic, 10, 1000, 1)
+                .is_err()
+        );
+        // The refused licence allocated no selector.
+        assert_eq!(low.next_selector(&vendor()).unwrap(), 2);
+    }
+
     #[tokio::test]
     async fn keys_survive_reopen_and_numbers_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let (own, licence) = {
             let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-            let store = KeyStore::open(&ledger, "vendor-1").unwrap();
+            let store = KeyStore::open(&ledger, "vendor-1", everything()).unwrap();
             let own = store
                 .create_own_series(&vendor(), Suite::Classic, 10, 1000, 65536)
                 .unwrap();
@@ -500,7 +561,7 @@ mod tests {
         assert_eq!((licence.series.series, licence.customer.selector), (2, 1));
 
         let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-        let store = KeyStore::open(&ledger, "vendor-1").unwrap();
+        let store = KeyStore::open(&ledger, "vendor-1", everything()).unwrap();
         let stored = store.load(&vendor()).unwrap();
         assert_eq!(stored.series.len(), 2);
         let first = &stored.series[0];

@@ -34,6 +34,8 @@
 //! - `pay`: the payment path and its durability argument.
 //! - `stream`: many payments on one `PayStream` call, each on the path of
 //!   `pay`.
+//! - `cluster`: which node owns which series, when a vendor is sharded
+//!   across nodes.
 //! - `keys`: master secrets, series and licences in the ledger table `keys`.
 //! - `change`: dense, durably reserved ID#s for change.
 //! - `maintenance`: pruning of reply records, forgetting of expired series,
@@ -51,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod change;
+mod cluster;
 mod config;
 mod convert;
 mod error;
@@ -64,8 +67,9 @@ mod stream;
 mod vendor;
 
 pub use config::{
-    ENV_DATA_DIR, ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ItemSpec,
-    MIN_SERIES_LIFETIME_SECS, VendorConfig, VendorSpec,
+    DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_SERIES_RANGE, DurabilityMode, ENV_DATA_DIR,
+    ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ItemSpec, MAX_CHECKPOINT_INTERVAL_MS,
+    MIN_SERIES_LIFETIME_SECS, PeerSpec, VendorConfig, VendorSpec,
 };
-pub use error::{REASON_KEY, VendorError};
+pub use error::{OWNER_NODE_KEY, OWNER_URL_KEY, REASON_KEY, VendorError};
 pub use server::{MAX_MESSAGE_BYTES, RunningVendor};

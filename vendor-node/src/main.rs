@@ -31,8 +31,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 ///
 /// The file holds: node, listen, data_dir, metrics_listen, licence_token,
 /// retry_window_secs, series_lifetime_secs, max_requests_per_connection,
-/// request_timeout_secs, and one [[vendors]] table per vendor (name, suite,
-/// variants) with [[vendors.items]] (name, price, content).
+/// request_timeout_secs, durability ("strict", the default, or "relaxed"),
+/// checkpoint_interval_ms (relaxed only), series_range = [first, last] (the
+/// series this node allocates), one [[peers]] table per other node of the
+/// same vendors (node, url, series_range), and one [[vendors]] table per
+/// vendor (name, suite, variants, clear_max_price) with [[vendors.items]]
+/// (name, price, content).
 ///
 /// Log detail is set with RUST_LOG (default: info). Ctrl-C or SIGTERM stops
 /// the node cleanly: it stops accepting, finishes requests in flight,

@@ -1,5 +1,6 @@
 //! The state a running node shares between its requests and its background
-//! task: the vendors, the spent IDs and the ledger they are kept in.
+//! task: the vendors, the spent IDs and the ledger they are kept in, and the
+//! cluster map that says which node owns the series this one does not.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use millicent_core::VendorName;
 use millicent_ledger::{Ledger, SpendStore};
 use zeroize::Zeroizing;
 
-use crate::config::Catalogue;
+use crate::cluster::ClusterMap;
+use crate::config::Settings;
 use crate::keys::KeyStore;
 use crate::vendor::Vendor;
 use crate::{VendorConfig, VendorError};
@@ -24,6 +26,7 @@ pub(crate) struct Node {
     by_name: HashMap<VendorName, usize>,
     pub(crate) licence_token: Option<Zeroizing<String>>,
     pub(crate) retry_window_secs: u64,
+    pub(crate) cluster: ClusterMap,
 }
 
 impl std::fmt::Debug for Node {
@@ -40,12 +43,17 @@ impl Node {
     /// Opens the node's tables in `ledger` and every vendor's keys.
     pub(crate) async fn open(
         config: &VendorConfig,
-        catalogues: Vec<Catalogue>,
+        settings: Settings,
         ledger: &Ledger,
         now: u64,
     ) -> Result<Node, VendorError> {
+        let Settings {
+            catalogues,
+            cluster,
+            durability: _,
+        } = settings;
         let spends = SpendStore::open(ledger, SPENDS_TABLE, config.retry_window_secs)?;
-        let store = KeyStore::open(ledger, &config.node)?;
+        let store = KeyStore::open(ledger, &config.node, cluster.own())?;
         let mut vendors = Vec::with_capacity(catalogues.len());
         for catalogue in catalogues {
             let vendor = Vendor::open(
@@ -70,6 +78,7 @@ impl Node {
             by_name,
             licence_token: config.licence_token.clone().map(Zeroizing::new),
             retry_window_secs: config.retry_window_secs,
+            cluster,
         })
     }
 

@@ -10,7 +10,9 @@
 //!    stamp and, in the private variant, opens the request. It also refuses
 //!    scrip that expires after its series: a licence holder knows the
 //!    series' secret and could certify such scrip, and a series' spent IDs
-//!    are forgotten once it has expired.
+//!    are forgotten once it has expired. A series not held here that a
+//!    peer owns is refused as `wrong_node`, naming the peer: only the
+//!    owner of a series holds its spent IDs (see [`crate::cluster`]).
 //! 4. The request names an item; its price must be covered, and a clear
 //!    payment must be within the vendor's clear limit.
 //! 5. [`SpendStore::spend`](millicent_ledger::SpendStore::spend) marks the
@@ -132,7 +134,9 @@ impl Node {
         }
 
         let keys = vendor.key_ring();
-        let verified = payment.verify(&keys, now)?;
+        let verified = payment
+            .verify(&keys, now)
+            .map_err(|error| self.redirect(error))?;
         let item = vendor.item(verified.request())?;
         let clear_limit = match verified.variant() {
             Variant::Clear => vendor.catalogue.clear_limit_under(item),
@@ -204,6 +208,22 @@ impl Node {
             vendor: vendor.name().clone(),
             what: "change IDs for now; retry the payment",
         })
+    }
+
+    /// Points a payment in a series a peer owns to that peer; any other
+    /// refusal of the core stays as it is.
+    fn redirect(&self, error: Error) -> VendorError {
+        let Error::UnknownSeries(series) = error else {
+            return error.into();
+        };
+        match self.cluster.owner_of(series) {
+            Some(peer) => VendorError::WrongNode {
+                series,
+                node: peer.node.clone(),
+                url: peer.url.clone(),
+            },
+            None => error.into(),
+        }
     }
 }
 

@@ -45,7 +45,7 @@ impl RunningVendor {
     /// vendor's keys, binds `config.listen` and returns once the node is
     /// accepting connections. Needs a tokio runtime.
     pub async fn start(config: VendorConfig) -> Result<RunningVendor, VendorError> {
-        let catalogues = config.validate()?;
+        let settings = config.validate()?;
         prepare_data_dir(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -58,8 +58,18 @@ impl RunningVendor {
             detail: error.to_string(),
         })?;
 
-        let ledger = Ledger::open(&config.data_dir, Durability::Strict)?;
-        let node = match Node::open(&config, catalogues, &ledger, unix_now()).await {
+        let durability = settings.durability;
+        let ledger = Ledger::open(&config.data_dir, durability)?;
+        if let Durability::Relaxed { interval } = durability {
+            tracing::warn!(
+                interval_ms = interval.as_millis() as u64,
+                "durability is relaxed: payments are answered before their spends reach the \
+                 disk, so a crash can lose the spends acknowledged in the last checkpoint \
+                 interval and the node can then accept already-spent scrip a second time; \
+                 set durability = \"strict\" unless that loss is acceptable"
+            );
+        }
+        let node = match Node::open(&config, settings, &ledger, unix_now()).await {
             Ok(node) => Arc::new(node),
             Err(error) => {
                 // Release the directory so that a corrected start can open it.
@@ -102,11 +112,18 @@ impl RunningVendor {
             .iter()
             .map(|vendor| vendor.name().as_str())
             .collect();
+        let series = node.cluster.own();
         tracing::info!(
             node = %config.node,
             listen = %addr,
             data_dir = %config.data_dir.display(),
             vendors = %vendors.join(","),
+            series_range = %series,
+            peers = config.peers.len(),
+            durability = match durability {
+                Durability::Strict => "strict",
+                Durability::Relaxed { .. } => "relaxed",
+            },
             "vendor node serving"
         );
         Ok(RunningVendor {

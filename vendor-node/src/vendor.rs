@@ -7,13 +7,19 @@
 //! a change builds a new ring and swaps it in. Changes of a vendor's keys
 //! are serialised by one async lock, because each reads counters from the
 //! store, writes, and commits before the result is used.
+//!
+//! Those commits are real flushes in every durability mode. Relaxed
+//! durability may lose recent spends in a crash, but losing a licence
+//! already handed to a broker, or a change-ID reservation already used,
+//! would reuse series numbers and change ID#s with other secrets and other
+//! owners; these writes are rare, so they always wait for the disk.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use millicent_core::{KeyRing, Variant, VendorName};
-use millicent_ledger::{Ledger, SpendStore};
+use millicent_ledger::{Durability, Ledger, LedgerError, SpendStore};
 
 use crate::VendorError;
 use crate::change::{BLOCK, ChangeIds, LOW_WATER, SERIES_CAPACITY, Taken};
@@ -159,7 +165,7 @@ impl Vendor {
         let mark = (position.limit + BLOCK).min(SERIES_CAPACITY);
         self.store
             .set_change_mark(self.name(), position.series, mark)?;
-        self.ledger.commit().await?;
+        self.commit_keys().await?;
         self.change.extend(position.series, mark);
         Ok(())
     }
@@ -191,7 +197,7 @@ impl Vendor {
             now,
             expires_at,
         )?;
-        self.ledger.commit().await?;
+        self.commit_keys().await?;
         self.update_ring(|ring| {
             ring.add_series(licence.series.clone());
             ring.add_customer_key(licence.customer.clone());
@@ -249,7 +255,7 @@ impl Vendor {
             spends.forget_series(self.name(), *series)?;
             self.store.remove_series(self.name(), *series)?;
         }
-        self.ledger.commit().await?;
+        self.commit_keys().await?;
         tracing::info!(vendor = %self.name(), series = ?expired, "expired series forgotten");
         Ok(expired)
     }
@@ -270,12 +276,29 @@ impl Vendor {
             expires_at,
             BLOCK,
         )?;
-        self.ledger.commit().await?;
+        self.commit_keys().await?;
         let series = key.series;
         // The ring gets the key before any change ID# of the series exists.
         self.update_ring(|ring| ring.add_series(key));
         self.change.switch(series, expires_at, BLOCK);
         tracing::info!(vendor = %self.name(), series, expires_at, "change series started");
+        Ok(())
+    }
+
+    /// Makes every write made so far durable, whatever the durability mode.
+    async fn commit_keys(&self) -> Result<(), VendorError> {
+        match self.ledger.durability() {
+            Durability::Strict => self.ledger.commit().await?,
+            Durability::Relaxed { .. } => {
+                let ledger = self.ledger.clone();
+                tokio::task::spawn_blocking(move || ledger.flush_blocking())
+                    .await
+                    .map_err(|error| LedgerError::Storage {
+                        operation: "flush key material",
+                        detail: error.to_string(),
+                    })??;
+            }
+        }
         Ok(())
     }
 
@@ -301,8 +324,9 @@ mod tests {
     const LIFETIME: u64 = 10_000;
 
     async fn open(ledger: &Ledger, now: u64) -> Vendor {
-        let catalogue = VendorConfig::default().validate().unwrap().remove(0);
-        let store = KeyStore::open(ledger, "vendor-1").unwrap();
+        let settings = VendorConfig::default().validate().unwrap();
+        let store = KeyStore::open(ledger, "vendor-1", settings.cluster.own()).unwrap();
+        let catalogue = settings.catalogues.into_iter().next().unwrap();
         Vendor::open(catalogue, store, ledger.clone(), LIFETIME, now)
             .await
             .unwrap()

@@ -180,3 +180,30 @@ async fn unreadable_keys_stop_the_start_and_release_the_store() {
     let Harness { node, .. } = start(config(dir.path())).await;
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_durability_serves_and_a_clean_stop_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let relaxed = millicent_vendor::VendorConfig {
+        durability: millicent_vendor::DurabilityMode::Relaxed,
+        checkpoint_interval_ms: 50,
+        ..config(dir.path())
+    };
+    let Harness { node, mut client } = start(relaxed.clone()).await;
+    let mut broker = Broker::licensed(&mut client, "news.example").await;
+    let scrip = broker.mint(100);
+    let secret = broker.secret(&scrip);
+    let payment = broker.payment(&scrip, Variant::Secure, "article-1");
+    let (first, _, _) = pay_ok(&mut client, &payment, &secret).await;
+    node.shutdown().await.unwrap();
+
+    // A clean stop flushes: the licence, the spend and its reply are kept,
+    // in either mode.
+    let Harness { node, mut client } = start(config(dir.path())).await;
+    let (again, _, _) = pay_ok(&mut client, &payment, &secret).await;
+    assert_eq!(again, first);
+    let other = broker.payment(&scrip, Variant::Secure, "headline");
+    let status = client.pay(pay_request(&other)).await.unwrap_err();
+    assert_eq!(reason(&status), "double_spend");
+    node.shutdown().await.unwrap();
+}
