@@ -614,6 +614,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let config = VendorConfig::from_toml(include_str!("../../deploy/vendor.toml")).unwrap();
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.durability, Durability::Strict);
+        assert_eq!(
+            settings.catalogues[0].clear_max_price,
+            Some(Amount::new(10))
+        );
+    }
+
+    #[test]
     fn peers_and_series_ranges_are_checked() {
         let config = VendorConfig::from_toml(
             r#"
