@@ -81,6 +81,22 @@ impl Ledger {
         Ok(Table::new(tree))
     }
 
+    /// Names of every table in the store.
+    pub fn table_names(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .into_iter()
+            .filter_map(|name| String::from_utf8(name.to_vec()).ok())
+            .collect()
+    }
+
+    /// Removes table `name` and everything in it; returns whether it existed.
+    pub fn drop_table(&self, name: &str) -> Result<bool, LedgerError> {
+        self.db
+            .drop_tree(name)
+            .map_err(|error| LedgerError::storage("drop table", error))
+    }
+
     /// Returns once every write made before the call is durable (in
     /// [`Durability::Strict`]), sharing one flush with concurrent callers.
     pub async fn commit(&self) -> Result<(), LedgerError> {

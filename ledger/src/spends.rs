@@ -6,49 +6,64 @@
 //!
 //! # Design
 //!
-//! Memory holds a [`SpentSet`] per issuer (a bitmap per series); the store
-//! holds the same bitmaps as 64-bit words, plus, for every
-//! spend, a *reply record*: a fingerprint of the request and the reply sent,
-//! kept for the retry window so that a customer who lost a reply and sends
-//! the same payment again gets the same reply instead of a double-spend
-//! error.
+//! Memory holds a [`SpentSet`] per issuer: a bitmap per series, about one bit
+//! per issued ID#. The store holds two things:
 //!
-//! A spend runs under the lock of the bitmap word holding the ID#:
+//! - **segments**: tables of *spend records*, one per spend, keyed by issuer
+//!   and ID# and holding a fingerprint of the request and the reply sent. A
+//!   new segment starts every few seconds; the newest is the active one.
+//!   Records serve retries for the retry window and, until a checkpoint
+//!   covers them, are the durable truth about which IDs are spent.
+//! - a **checkpoint**: the bitmaps, as chunks of [`CHUNK_BITS`] bits, that
+//!   hold every ID# spent in segments up to a marker.
 //!
-//! 1. if the bit is set, the payment is a retry (a reply record with the
-//!    same fingerprint exists) or a double spend;
-//! 2. otherwise the reply is made, the bit is set, and the updated word and
-//!    the reply record are written in one atomic batch.
+//! A spend runs under the lock of the bitmap word holding its ID#: if the
+//! bit is set the payment is a retry (a record with the same fingerprint
+//! exists) or a double spend; otherwise the reply is made, the record is
+//! written to the active segment, and only then the bit is set. A spend
+//! thus writes one small record with nearly increasing keys, which is cheap
+//! for the store, and never rewrites the bitmap.
 //!
-//! Writes of one word are serialised by its lock, so a word on disk always
-//! holds every bit set before it was written. The caller then waits for
-//! [`Ledger::commit`](crate::Ledger::commit) and only then answers: a spend
-//! answered as accepted is durable. A crash after the batch and before the
-//! answer leaves the scrip spent *and* its reply on record, so the
-//! customer's retry gets the reply.
+//! When the active segment is a few seconds old the next spend starts a new
+//! one and folds the closed segment's bits into the checkpoint in one atomic
+//! batch with the new marker. Segments are dropped whole once they are past
+//! the retry window and covered by a flushed checkpoint. On open, the
+//! checkpoint is loaded and the few segments after its marker are replayed,
+//! so a restart reads a few seconds of records, not the whole history.
+//!
+//! The caller answers only after [`Ledger::commit`](crate::Ledger::commit)
+//! has returned: a spend answered as accepted is durable. A crash after the
+//! record is written and before the answer leaves the scrip spent *and* its
+//! reply on record, so the customer's retry gets the reply. The store
+//! recovers a prefix of its writes, so a checkpoint that survives a crash
+//! implies the segment records it covers survived too.
 //!
 //! # Keys
 //!
-//! - `w ‖ issuer length (1) ‖ issuer ‖ series (4) ‖ word index (4)` → the
-//!   word, 8 bytes little-endian: bit `i` is sequence number `64 × index + i`
-//! - `r ‖ minute (8) ‖ issuer length (1) ‖ issuer ‖ ID# (8)` →
+//! - segment table `NAME-segment-N-START` (N and START, the Unix second it
+//!   started, as 20 decimal digits): `issuer length (1) ‖ issuer ‖ ID# (8)` →
 //!   `fingerprint length (2) ‖ fingerprint ‖ reply`
-//!
-//! Reply records are grouped by the minute they were written, so records
-//! past the retry window are removed by dropping whole minutes.
+//! - table `NAME`: `c ‖ issuer length (1) ‖ issuer ‖ series (4) ‖ chunk (4)` →
+//!   512 bytes, bit `i` of byte `j` being sequence number
+//!   `4096 × chunk + 8 × j + i`; and `m` → the marker, the number of the last
+//!   segment folded in (8 bytes).
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
-use millicent_core::spent::word_index;
+use millicent_core::spent::{CHUNK_BITS, word_index};
 use millicent_core::{ScripId, SpentSet, VendorName};
 
 use crate::{Batch, Ledger, LedgerError, Table};
 
 const LOCK_STRIPES: usize = 1024;
-const WORD_PREFIX: u8 = b'w';
-const REPLY_PREFIX: u8 = b'r';
+/// How long a segment is the active one. A restart replays at most about
+/// twice this much of spends.
+const SEGMENT_SECS: u64 = 5;
+const CHUNK_PREFIX: u8 = b'c';
+const MARKER_KEY: &[u8] = b"m";
+const CHUNK_WORDS: usize = CHUNK_BITS as usize / 64;
 
 /// What [`SpendStore::spend`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,45 +86,132 @@ pub enum SpendError<E> {
     Storage(LedgerError),
 }
 
+/// One table of spend records.
+struct Segment {
+    number: u64,
+    started_at: u64,
+    name: String,
+    table: Table,
+}
+
+/// Bits set by the spends of one segment in one chunk, not yet in the
+/// checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct DirtyChunk {
+    segment: u64,
+    issuer: VendorName,
+    series: u32,
+    chunk: u32,
+}
+
 /// Spent IDs of every issuer a process checks, kept in memory and on disk.
 pub struct SpendStore {
     ledger: Ledger,
-    table: Table,
+    name: String,
+    checkpoint: Table,
     sets: DashMap<VendorName, Arc<SpentSet>>,
     locks: Vec<Mutex<()>>,
     retry_window_secs: u64,
+    /// Oldest first; the last is the active segment. Spends hold the read
+    /// lock while they write, so a segment is closed only when no spend is
+    /// still writing to it.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    dirty: DashMap<DirtyChunk, Box<[u64; CHUNK_WORDS]>>,
+    /// Number of the last segment folded into the checkpoint.
+    folded: Mutex<u64>,
 }
 
 impl SpendStore {
-    /// Opens the spend table `name` of `ledger` and loads every word into
-    /// memory. Reply records are kept for `retry_window_secs`.
+    /// Opens the spend tables `name` of `ledger`: loads the checkpoint,
+    /// replays the segments written since, and starts a new active
+    /// segment. Reply records are kept for `retry_window_secs`.
     pub fn open(
         ledger: &Ledger,
         name: &str,
         retry_window_secs: u64,
     ) -> Result<SpendStore, LedgerError> {
-        let table = ledger.table(name)?;
+        let checkpoint = ledger.table(name)?;
         let sets: DashMap<VendorName, Arc<SpentSet>> = DashMap::new();
-        for entry in table.scan_prefix([WORD_PREFIX]) {
+        for entry in checkpoint.scan_prefix([CHUNK_PREFIX]) {
             let (key, value) = entry?;
-            let (issuer, series, index) = parse_word_key(&key)
-                .ok_or_else(|| LedgerError::storage("load spent IDs", "unreadable word key"))?;
-            let word: [u8; 8] = value
-                .as_slice()
-                .try_into()
-                .map_err(|_| LedgerError::storage("load spent IDs", "word of the wrong length"))?;
+            let (issuer, series, chunk) =
+                parse_chunk_key(&key).ok_or_else(|| corrupt("unreadable checkpoint key"))?;
+            let words = chunk_words(&value)
+                .ok_or_else(|| corrupt("checkpoint chunk of the wrong length"))?;
             let set = sets.entry(issuer).or_default().clone();
-            set.load_word(series, index, u64::from_le_bytes(word))
-                .map_err(|error| LedgerError::storage("load spent IDs", error))?;
+            for (i, word) in words.iter().enumerate().filter(|(_, word)| **word != 0) {
+                let index = chunk * (CHUNK_WORDS as u32) + i as u32;
+                set.load_word(series, index, *word)
+                    .map_err(|error| corrupt(error.to_string()))?;
+            }
         }
-        let locks = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(SpendStore {
+        let folded = match checkpoint.get(MARKER_KEY)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("unreadable checkpoint marker"))?,
+            ),
+            None => 0,
+        };
+
+        let prefix = format!("{name}-segment-");
+        let mut found: Vec<(u64, u64, String)> = ledger
+            .table_names()
+            .into_iter()
+            .filter_map(|table| {
+                let (number, started_at) = parse_segment_name(table.strip_prefix(&prefix)?)?;
+                Some((number, started_at, table))
+            })
+            .collect();
+        found.sort();
+        let mut segments = Vec::new();
+        let dirty = DashMap::new();
+        for (number, started_at, table_name) in found {
+            let table = ledger.table(&table_name)?;
+            if number > folded {
+                for entry in table.scan_prefix([]) {
+                    let (key, _) = entry?;
+                    let (issuer, id) = parse_record_key(&key)
+                        .ok_or_else(|| corrupt("unreadable spend record key"))?;
+                    sets.entry(issuer.clone()).or_default().insert(id);
+                    mark_dirty(&dirty, number, &issuer, id);
+                }
+            }
+            segments.push(Arc::new(Segment {
+                number,
+                started_at,
+                name: table_name,
+                table,
+            }));
+        }
+
+        let last = segments
+            .last()
+            .map_or(folded, |segment| segment.number.max(folded));
+        let store = SpendStore {
             ledger: ledger.clone(),
-            table,
+            name: name.to_owned(),
+            checkpoint,
             sets,
-            locks,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             retry_window_secs,
-        })
+            segments: RwLock::new(segments),
+            dirty,
+            folded: Mutex::new(folded),
+        };
+        let newest_start = store
+            .segments
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .last()
+            .map_or(0, |segment| segment.started_at);
+        // The store reads no clock: the new segment takes the start of the
+        // newest one, so the first spend after opening starts a fresh one
+        // dated by its caller.
+        store.start_segment(last + 1, newest_start)?;
+        store.fold_through(last)?;
+        Ok(store)
     }
 
     /// The ledger to [`commit`](Ledger::commit) before answering a spend.
@@ -118,9 +220,9 @@ impl SpendStore {
     }
 
     /// Spends `id` of `issuer` for a request with `fingerprint` (which must
-    /// determine the request exactly: the request stamp, or the request
-    /// itself when unstamped). `make_reply` runs only for a fresh spend and
-    /// only its success changes state. `now_secs` is the current Unix time.
+    /// determine the request exactly). `make_reply` runs only for a fresh
+    /// spend and only its success changes state. `now_secs` is the current
+    /// Unix time.
     ///
     /// The caller must commit the ledger before sending the reply.
     pub fn spend<E>(
@@ -132,7 +234,7 @@ impl SpendStore {
         make_reply: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<SpendOutcome, SpendError<E>> {
         let set = self.set(issuer);
-        let _guard = self.lock(issuer, id);
+        let guard = self.lock(issuer, id);
 
         if set.contains(id) {
             return match self.find_reply(issuer, id, fingerprint, now_secs) {
@@ -143,20 +245,35 @@ impl SpendStore {
         }
 
         let reply = make_reply().map_err(SpendError::Reply)?;
-        set.insert(id);
-        let mut batch = Batch::default();
-        batch.insert(
-            word_key(issuer, id.series(), word_index(id)),
-            set.word_of(id).to_le_bytes(),
-        );
         let mut record = Vec::with_capacity(2 + fingerprint.len() + reply.len());
         record.extend_from_slice(&(fingerprint.len() as u16).to_be_bytes());
         record.extend_from_slice(fingerprint);
         record.extend_from_slice(&reply);
-        batch.insert(reply_key(now_secs / 60, issuer, id), record);
-        if let Err(error) = self.table.apply(batch) {
-            set.remove(id);
-            return Err(SpendError::Storage(error));
+        let rotate = {
+            let segments = self
+                .segments
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(active) = segments.last() else {
+                return Err(SpendError::Storage(corrupt("no active segment")));
+            };
+            // The record first: whoever sees the bit can find the record.
+            active
+                .table
+                .insert(record_key(issuer, id), record)
+                .map_err(SpendError::Storage)?;
+            set.insert(id);
+            mark_dirty(&self.dirty, active.number, issuer, id);
+            now_secs >= active.started_at.saturating_add(SEGMENT_SECS)
+        };
+        drop(guard);
+
+        if rotate {
+            // The spend itself is done; a failure to rotate only delays the
+            // checkpoint, and is reported by the next flush of the store.
+            if let Err(error) = self.rotate(now_secs) {
+                tracing::error!(%error, "could not start a new spend segment");
+            }
         }
         Ok(SpendOutcome::Fresh(reply))
     }
@@ -166,36 +283,65 @@ impl SpendStore {
         self.sets.get(issuer).is_some_and(|set| set.contains(id))
     }
 
-    /// Forgets every spent ID of `series` of `issuer`, in memory and on disk.
-    /// Only for series whose scrip can no longer be presented.
+    /// Forgets every spent ID of `series` of `issuer`, in memory and in the
+    /// checkpoint. Only for series whose scrip can no longer be presented.
     pub fn forget_series(&self, issuer: &VendorName, series: u32) -> Result<(), LedgerError> {
-        let mut prefix = issuer_prefix(WORD_PREFIX, issuer);
+        let _folding = self
+            .folded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut prefix = issuer_prefix(CHUNK_PREFIX, issuer);
         prefix.extend_from_slice(&series.to_be_bytes());
         let mut batch = Batch::default();
-        for entry in self.table.scan_prefix(&prefix) {
+        for entry in self.checkpoint.scan_prefix(&prefix) {
             batch.remove(entry?.0);
         }
-        self.table.apply(batch)?;
+        self.checkpoint.apply(batch)?;
+        self.dirty
+            .retain(|key, _| !(key.issuer == *issuer && key.series == series));
         if let Some(set) = self.sets.get(issuer) {
             set.forget_series(series);
         }
         Ok(())
     }
 
-    /// Removes reply records older than the retry window; returns how many.
+    /// Starts a new segment if the active one is old, and drops segments
+    /// whose records are all past the retry window; returns how many were
+    /// dropped.
     pub fn prune_replies(&self, now_secs: u64) -> Result<usize, LedgerError> {
-        let oldest_kept = (now_secs.saturating_sub(self.retry_window_secs)) / 60;
-        let mut batch = Batch::default();
-        for entry in self.table.scan_prefix([REPLY_PREFIX]) {
-            let (key, _) = entry?;
-            match key.get(1..9).and_then(|minute| minute.try_into().ok()) {
-                Some(minute) if u64::from_be_bytes(minute) < oldest_kept => batch.remove(key),
-                _ => break,
-            }
+        self.rotate(now_secs)?;
+        let folded = *self
+            .folded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let expired: Vec<Arc<Segment>> = {
+            let segments = self
+                .segments
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            segments
+                .windows(2)
+                .filter(|pair| {
+                    pair[0].number <= folded
+                        && pair[1].started_at.saturating_add(self.retry_window_secs) < now_secs
+                })
+                .map(|pair| pair[0].clone())
+                .collect()
+        };
+        if expired.is_empty() {
+            return Ok(0);
         }
-        let removed = batch.len();
-        self.table.apply(batch)?;
-        Ok(removed)
+        // The checkpoint covering these segments must be on disk before
+        // they go.
+        self.ledger.flush_blocking()?;
+        self.segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|segment| !expired.iter().any(|gone| gone.number == segment.number));
+        for segment in &expired {
+            self.ledger.drop_table(&segment.name)?;
+        }
+        Ok(expired.len())
     }
 
     /// Spent IDs held in memory, over all issuers.
@@ -220,18 +366,102 @@ impl SpendStore {
         self.sets.entry(issuer.clone()).or_default().clone()
     }
 
-    /// The lock of the word holding `id`: all writes of one word are
-    /// serialised, so a word written later always holds the bits of one
-    /// written earlier.
+    /// The lock of the word holding `id`: the test and the set of its bit
+    /// and the record of the spend happen under it, so of two spends of one
+    /// ID# exactly one is fresh.
     fn lock(&self, issuer: &VendorName, id: ScripId) -> std::sync::MutexGuard<'_, ()> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (issuer, id.series(), word_index(id)).hash(&mut hasher);
         let stripe = hasher.finish() as usize % LOCK_STRIPES;
         // A panic while holding the lock leaves no half-made state behind
-        // (the batch is atomic), so a poisoned lock is safe to take.
+        // (each write is atomic), so a poisoned lock is safe to take.
         self.locks[stripe]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn start_segment(&self, number: u64, started_at: u64) -> Result<(), LedgerError> {
+        let name = format!("{}-segment-{number:020}-{started_at:020}", self.name);
+        let table = self.ledger.table(&name)?;
+        self.segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::new(Segment {
+                number,
+                started_at,
+                name,
+                table,
+            }));
+        Ok(())
+    }
+
+    /// Closes the active segment if it is old enough, and folds it into
+    /// the checkpoint.
+    fn rotate(&self, now_secs: u64) -> Result<(), LedgerError> {
+        let closed = {
+            let mut segments = self
+                .segments
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(active) = segments.last() else {
+                return Err(corrupt("no active segment"));
+            };
+            if now_secs < active.started_at.saturating_add(SEGMENT_SECS) {
+                return Ok(());
+            }
+            let closed = active.number;
+            let name = format!("{}-segment-{:020}-{now_secs:020}", self.name, closed + 1);
+            let table = self.ledger.table(&name)?;
+            segments.push(Arc::new(Segment {
+                number: closed + 1,
+                started_at: now_secs,
+                name,
+                table,
+            }));
+            closed
+        };
+        self.fold_through(closed)
+    }
+
+    /// Folds the bits of every closed segment up to `last` into the
+    /// checkpoint, one atomic batch per segment, in order.
+    fn fold_through(&self, last: u64) -> Result<(), LedgerError> {
+        let mut folded = self
+            .folded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *folded < last {
+            let segment = *folded + 1;
+            let keys: Vec<DirtyChunk> = self
+                .dirty
+                .iter()
+                .filter(|entry| entry.key().segment == segment)
+                .map(|entry| entry.key().clone())
+                .collect();
+            let mut batch = Batch::default();
+            for key in &keys {
+                let Some(bits) = self.dirty.get(key).map(|bits| bits.clone()) else {
+                    continue;
+                };
+                let chunk_key = chunk_key(&key.issuer, key.series, key.chunk);
+                let mut words = match self.checkpoint.get(&chunk_key)? {
+                    Some(bytes) => chunk_words(&bytes)
+                        .ok_or_else(|| corrupt("checkpoint chunk of the wrong length"))?,
+                    None => [0u64; CHUNK_WORDS],
+                };
+                for (word, new) in words.iter_mut().zip(bits.iter()) {
+                    *word |= new;
+                }
+                batch.insert(chunk_key, chunk_bytes(&words));
+            }
+            batch.insert(MARKER_KEY, segment.to_be_bytes());
+            self.checkpoint.apply(batch)?;
+            for key in &keys {
+                self.dirty.remove(key);
+            }
+            *folded = segment;
+        }
+        Ok(())
     }
 
     fn find_reply(
@@ -241,15 +471,55 @@ impl SpendStore {
         fingerprint: &[u8],
         now_secs: u64,
     ) -> Result<Option<Vec<u8>>, LedgerError> {
-        let newest = now_secs / 60;
-        let oldest = now_secs.saturating_sub(self.retry_window_secs) / 60;
-        for minute in (oldest..=newest).rev() {
-            if let Some(record) = self.table.get(reply_key(minute, issuer, id))? {
+        let oldest = now_secs.saturating_sub(self.retry_window_secs);
+        let key = record_key(issuer, id);
+        let segments = self
+            .segments
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A segment's records are no older than its start and no newer than
+        // the start of the next one; look only where the window reaches.
+        let ends = segments
+            .iter()
+            .skip(1)
+            .map(|next| next.started_at)
+            .chain(std::iter::once(u64::MAX));
+        let live: Vec<&Arc<Segment>> = segments
+            .iter()
+            .zip(ends)
+            .filter(|(_, ends_at)| *ends_at >= oldest)
+            .map(|(segment, _)| segment)
+            .collect();
+        for segment in live.into_iter().rev() {
+            if let Some(record) = segment.table.get(&key)? {
                 return Ok(matching_reply(&record, fingerprint));
             }
         }
         Ok(None)
     }
+}
+
+fn mark_dirty(
+    dirty: &DashMap<DirtyChunk, Box<[u64; CHUNK_WORDS]>>,
+    segment: u64,
+    issuer: &VendorName,
+    id: ScripId,
+) {
+    let key = DirtyChunk {
+        segment,
+        issuer: issuer.clone(),
+        series: id.series(),
+        chunk: id.seq() / CHUNK_BITS,
+    };
+    let within = id.seq() % CHUNK_BITS;
+    dirty
+        .entry(key)
+        .or_insert_with(|| Box::new([0; CHUNK_WORDS]))[(within / 64) as usize] |=
+        1u64 << (within % 64);
+}
+
+fn corrupt(detail: impl std::fmt::Display) -> LedgerError {
+    LedgerError::storage("read spent IDs", detail)
 }
 
 fn matching_reply(record: &[u8], fingerprint: &[u8]) -> Option<Vec<u8>> {
@@ -261,21 +531,21 @@ fn matching_reply(record: &[u8], fingerprint: &[u8]) -> Option<Vec<u8>> {
 
 fn issuer_prefix(kind: u8, issuer: &VendorName) -> Vec<u8> {
     let name = issuer.as_str().as_bytes();
-    let mut key = Vec::with_capacity(2 + name.len() + 16);
+    let mut key = Vec::with_capacity(2 + name.len() + 8);
     key.push(kind);
     key.push(name.len() as u8);
     key.extend_from_slice(name);
     key
 }
 
-fn word_key(issuer: &VendorName, series: u32, index: u32) -> Vec<u8> {
-    let mut key = issuer_prefix(WORD_PREFIX, issuer);
+fn chunk_key(issuer: &VendorName, series: u32, chunk: u32) -> Vec<u8> {
+    let mut key = issuer_prefix(CHUNK_PREFIX, issuer);
     key.extend_from_slice(&series.to_be_bytes());
-    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&chunk.to_be_bytes());
     key
 }
 
-fn parse_word_key(key: &[u8]) -> Option<(VendorName, u32, u32)> {
+fn parse_chunk_key(key: &[u8]) -> Option<(VendorName, u32, u32)> {
     let name_len = *key.get(1)? as usize;
     let name = std::str::from_utf8(key.get(2..2 + name_len)?).ok()?;
     let rest = key.get(2 + name_len..)?;
@@ -283,19 +553,45 @@ fn parse_word_key(key: &[u8]) -> Option<(VendorName, u32, u32)> {
         return None;
     }
     let series = u32::from_be_bytes(rest[..4].try_into().ok()?);
-    let index = u32::from_be_bytes(rest[4..].try_into().ok()?);
-    Some((VendorName::new(name).ok()?, series, index))
+    let chunk = u32::from_be_bytes(rest[4..].try_into().ok()?);
+    Some((VendorName::new(name).ok()?, series, chunk))
 }
 
-fn reply_key(minute: u64, issuer: &VendorName, id: ScripId) -> Vec<u8> {
+fn chunk_words(bytes: &[u8]) -> Option<[u64; CHUNK_WORDS]> {
+    if bytes.len() != CHUNK_WORDS * 8 {
+        return None;
+    }
+    let mut words = [0u64; CHUNK_WORDS];
+    for (word, raw) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        *word = u64::from_le_bytes(raw.try_into().ok()?);
+    }
+    Some(words)
+}
+
+fn chunk_bytes(words: &[u64; CHUNK_WORDS]) -> Vec<u8> {
+    words.iter().flat_map(|word| word.to_le_bytes()).collect()
+}
+
+fn record_key(issuer: &VendorName, id: ScripId) -> Vec<u8> {
     let name = issuer.as_str().as_bytes();
-    let mut key = Vec::with_capacity(1 + 8 + 1 + name.len() + 8);
-    key.push(REPLY_PREFIX);
-    key.extend_from_slice(&minute.to_be_bytes());
+    let mut key = Vec::with_capacity(1 + name.len() + 8);
     key.push(name.len() as u8);
     key.extend_from_slice(name);
     key.extend_from_slice(&id.as_u64().to_be_bytes());
     key
+}
+
+fn parse_record_key(key: &[u8]) -> Option<(VendorName, ScripId)> {
+    let name_len = *key.first()? as usize;
+    let name = std::str::from_utf8(key.get(1..1 + name_len)?).ok()?;
+    let id = key.get(1 + name_len..)?;
+    let id = u64::from_be_bytes(id.try_into().ok()?);
+    Some((VendorName::new(name).ok()?, ScripId::from_u64(id)))
+}
+
+fn parse_segment_name(rest: &str) -> Option<(u64, u64)> {
+    let (number, started_at) = rest.split_once('-')?;
+    Some((number.parse().ok()?, started_at.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -392,19 +688,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn old_replies_are_pruned_and_series_forgotten() {
+    async fn old_segments_are_dropped_and_their_spends_stay_spent() {
         let dir = tempfile::tempdir().unwrap();
+        {
+            let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+            let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+            store
+                .spend(&vendor(), ScripId::new(1, 1), b"f", NOW, reply(b"r"))
+                .unwrap();
+            store
+                .spend(&vendor(), ScripId::new(2, 1), b"f", NOW + 600, reply(b"r"))
+                .unwrap();
+            let retry = store.spend(&vendor(), ScripId::new(2, 1), b"f", NOW + 700, reply(b"x"));
+            assert_eq!(retry.unwrap(), SpendOutcome::Retry(b"r".to_vec()));
+            assert!(store.prune_replies(NOW + 1300).unwrap() >= 1);
+
+            // Past the window the record is gone: a retry is a double spend.
+            let late = store.spend(&vendor(), ScripId::new(1, 1), b"f", NOW + 1300, reply(b"x"));
+            assert!(matches!(late, Err(SpendError::DoubleSpend)));
+            store.forget_series(&vendor(), 2).unwrap();
+            drop(store);
+            ledger.close().await.unwrap();
+        }
+        // The checkpoint still holds series 1; series 2 was forgotten.
         let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
         let store = SpendStore::open(&ledger, "spends", 600).unwrap();
-        store
-            .spend(&vendor(), ScripId::new(1, 1), b"f", NOW, reply(b"r"))
+        assert!(store.is_spent(&vendor(), ScripId::new(1, 1)));
+        assert!(!store.is_spent(&vendor(), ScripId::new(2, 1)));
+    }
+
+    #[tokio::test]
+    async fn spends_of_a_segment_not_yet_folded_are_replayed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<ScripId> = (0..300).map(|seq| ScripId::new(4, seq * 7)).collect();
+        {
+            let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+            let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+            // Half in a segment that is folded in, half in the active one.
+            for (i, id) in ids.iter().enumerate() {
+                let now = if i < 150 { NOW } else { NOW + 10 };
+                store.spend(&vendor(), *id, b"f", now, reply(b"r")).unwrap();
+            }
+            ledger.commit().await.unwrap();
+            drop(store);
+            ledger.close().await.unwrap();
+        }
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+        assert_eq!(store.len(), 300);
+        assert!(ids.iter().all(|id| store.is_spent(&vendor(), *id)));
+        let retry = store
+            .spend(&vendor(), ids[299], b"f", NOW + 11, reply(b"x"))
             .unwrap();
-        store
-            .spend(&vendor(), ScripId::new(2, 1), b"f", NOW + 600, reply(b"r"))
-            .unwrap();
-        assert_eq!(store.prune_replies(NOW + 700).unwrap(), 1);
-        store.forget_series(&vendor(), 1).unwrap();
-        assert!(!store.is_spent(&vendor(), ScripId::new(1, 1)));
-        assert!(store.is_spent(&vendor(), ScripId::new(2, 1)));
+        assert_eq!(retry, SpendOutcome::Retry(b"r".to_vec()));
     }
 }
