@@ -87,6 +87,25 @@ pub(crate) fn stream_reply(
     }
 }
 
+/// The answer to the `PayStream` element numbered `sequence` whose payment
+/// took longer than `timeout`: what a unary call gets from the server's
+/// timeout, CANCELLED with no `millicent-reason`.
+pub(crate) fn stream_timeout(sequence: u64, timeout: std::time::Duration) -> wire::PayStreamReply {
+    let refusal = wire::Refusal {
+        code: tonic::Code::Cancelled as i32 as u32,
+        reason: String::new(),
+        message: format!(
+            "the payment took longer than {} s; it may have been accepted: send the identical \
+             payment again to learn its outcome",
+            timeout.as_secs_f64()
+        ),
+    };
+    wire::PayStreamReply {
+        sequence,
+        result: Some(wire::pay_stream_reply::Result::Refusal(refusal)),
+    }
+}
+
 /// Scrip from its wire form: the canonical body and the certificate.
 pub(crate) fn scrip_from_wire(scrip: wire::Scrip) -> Result<Scrip, Error> {
     Scrip::decode(&scrip.body, &scrip.certificate)
@@ -303,6 +322,14 @@ mod tests {
         assert_eq!(refusal.code, tonic::Code::InvalidArgument as i32 as u32);
         assert_eq!(refusal.reason, "malformed");
         assert!(refusal.message.contains("no scrip"), "{}", refusal.message);
+
+        let late = stream_timeout(43, std::time::Duration::from_secs(10));
+        let Some(wire::pay_stream_reply::Result::Refusal(refusal)) = late.result else {
+            panic!("not a refusal: {late:?}");
+        };
+        assert_eq!((late.sequence, refusal.code), (43, 1));
+        assert!(refusal.reason.is_empty());
+        assert!(refusal.message.contains("identical"), "{}", refusal.message);
     }
 
     #[test]

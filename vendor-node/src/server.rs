@@ -90,14 +90,15 @@ impl RunningVendor {
             Some(_) => {}
         }
 
-        let service = VendorServiceServer::new(GrpcVendor::new(node.clone()))
+        let request_timeout = Duration::from_secs(config.request_timeout_secs);
+        let service = VendorServiceServer::new(GrpcVendor::new(node.clone(), request_timeout))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
         let server = Server::builder()
             .load_shed(true)
             .concurrency_limit_per_connection(config.max_requests_per_connection)
-            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .timeout(request_timeout)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = serving_stopped.await;

@@ -5,6 +5,7 @@
 //! into a status with its `millicent-reason`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use millicent_proto as wire;
 use millicent_proto::vendor_service_server::VendorService;
@@ -19,11 +20,17 @@ use crate::{VendorError, convert, stream};
 #[derive(Clone, Debug)]
 pub(crate) struct GrpcVendor {
     node: Arc<Node>,
+    /// The longest one payment on a stream may take; a unary call is
+    /// bounded by the server's request timeout instead.
+    payment_timeout: Duration,
 }
 
 impl GrpcVendor {
-    pub(crate) fn new(node: Arc<Node>) -> GrpcVendor {
-        GrpcVendor { node }
+    pub(crate) fn new(node: Arc<Node>, payment_timeout: Duration) -> GrpcVendor {
+        GrpcVendor {
+            node,
+            payment_timeout,
+        }
     }
 
     /// Checks `authorization: Bearer <licence token>` in constant time.
@@ -65,7 +72,11 @@ impl VendorService for GrpcVendor {
         &self,
         request: Request<Streaming<wire::PayStreamRequest>>,
     ) -> Result<Response<Self::PayStreamStream>, Status> {
-        let replies = stream::serve(self.node.clone(), request.into_inner());
+        let replies = stream::serve(
+            self.node.clone(),
+            request.into_inner(),
+            self.payment_timeout,
+        );
         Ok(Response::new(replies))
     }
 

@@ -25,7 +25,11 @@
 //! # Refusals and the end of a stream
 //!
 //! A refused element, malformed ones included, is answered with a
-//! `Refusal` and the stream goes on. Only an element that cannot be read at
+//! `Refusal` and the stream goes on. A payment still unfinished after the
+//! node's request timeout is answered as a unary call would be, CANCELLED
+//! without a reason, so that one stuck payment cannot hold its place for
+//! ever; like a unary call that timed out, it may have been accepted, and
+//! its identical retry says which. Only an element that cannot be read at
 //! all (it does not decode as a `PayStreamRequest`, or is over the message
 //! size limit) ends the stream, since it has no sequence number to answer
 //! with: the elements in flight are answered first, then the stream ends
@@ -34,6 +38,7 @@
 //! retries get their replies.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use millicent_proto as wire;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -50,13 +55,14 @@ pub(crate) const MAX_IN_FLIGHT: usize = 256;
 /// What a `PayStream` call sends back.
 pub(crate) type Replies = ReceiverStream<Result<wire::PayStreamReply, Status>>;
 
-/// Starts paying the elements of `inbound` and returns the stream of replies.
-pub(crate) fn serve<S>(node: Arc<Node>, inbound: S) -> Replies
+/// Starts paying the elements of `inbound`, each for at most `timeout`,
+/// and returns the stream of replies.
+pub(crate) fn serve<S>(node: Arc<Node>, inbound: S, timeout: Duration) -> Replies
 where
     S: Stream<Item = Result<wire::PayStreamRequest, Status>> + Send + Unpin + 'static,
 {
     let (replies, outbound) = mpsc::channel(MAX_IN_FLIGHT);
-    tokio::spawn(read(node, inbound, replies));
+    tokio::spawn(read(node, inbound, timeout, replies));
     ReceiverStream::new(outbound)
 }
 
@@ -65,6 +71,7 @@ where
 async fn read<S>(
     node: Arc<Node>,
     mut inbound: S,
+    timeout: Duration,
     replies: mpsc::Sender<Result<wire::PayStreamReply, Status>>,
 ) where
     S: Stream<Item = Result<wire::PayStreamRequest, Status>> + Unpin,
@@ -86,7 +93,8 @@ async fn read<S>(
             None => return,
             Some(Err(status)) => break status,
             Some(Ok(element)) => {
-                tokio::spawn(pay(node.clone(), element, replies.clone(), place));
+                let payment = pay(node.clone(), element, timeout, replies.clone(), place);
+                tokio::spawn(payment);
             }
         }
     };
@@ -107,15 +115,17 @@ async fn read<S>(
 async fn pay(
     node: Arc<Node>,
     element: wire::PayStreamRequest,
+    timeout: Duration,
     replies: mpsc::Sender<Result<wire::PayStreamReply, Status>>,
     place: OwnedSemaphorePermit,
 ) {
     let (sequence, request) = convert::stream_element(element);
-    let result = node.pay(request).await;
+    let answer = match tokio::time::timeout(timeout, node.pay(request)).await {
+        Ok(result) => convert::stream_reply(sequence, result),
+        Err(_) => convert::stream_timeout(sequence, timeout),
+    };
     // A client that has gone away needs no reply; the payment stands, and
     // its retry gets the same reply.
-    let _ = replies
-        .send(Ok(convert::stream_reply(sequence, result)))
-        .await;
+    let _ = replies.send(Ok(answer)).await;
     drop(place);
 }
