@@ -3,7 +3,8 @@
 //!
 //! - [`network`] starts a broker and a vendor node in this process;
 //! - [`load`] funds simulated customers and runs payments against any network;
-//! - [`report`] summarises a run as a table and as JSON.
+//! - [`report`] summarises a run as a table and as JSON;
+//! - [`restart`] times the restart of a vendor node holding many spent IDs.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -11,3 +12,4 @@
 pub mod load;
 pub mod network;
 pub mod report;
+pub mod restart;

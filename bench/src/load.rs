@@ -7,7 +7,7 @@
 //! few gRPC channels, as a gateway in front of many users would.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -37,6 +37,8 @@ pub struct LoadPlan {
     pub variant: Variant,
     /// Value of vendor scrip each customer buys.
     pub scrip_value: Amount,
+    /// Set to end the paying phase before its deadline.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// One customer, funded and holding vendor scrip.
@@ -60,10 +62,14 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Latency of accepted payments, in microseconds.
     pub latency_us: Histogram<u64>,
-    /// Replays of spent scrip attempted after the run.
-    pub replays_attempted: u64,
-    /// Replays the vendor accepted: must be zero.
-    pub double_spends_accepted: u64,
+    /// The replay of every customer's first, spent scrip after the run.
+    pub replays: ReplayCheck,
+    /// Payments accepted on a retry after their first answer was lost.
+    pub recovered: u64,
+    /// Tries whose answer was lost and that were sent again.
+    pub lost: u64,
+    /// Why customers stopped before the deadline, one entry per customer.
+    pub stopped: Vec<String>,
     /// Vendor the load was sent to.
     pub vendor: VendorName,
     /// Item bought.
@@ -129,9 +135,13 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         let client = VendorServiceClient::new(channels[index % channels.len()].clone());
         let (accepted, rejected) = (accepted.clone(), rejected.clone());
         let (item, variant) = (item.clone(), plan.variant);
+        let until = Until {
+            deadline,
+            stop: plan.stop.clone(),
+        };
         payers.spawn(async move {
             pay_until(
-                client, customer, &item, variant, deadline, &accepted, &rejected,
+                client, customer, &item, variant, &until, &accepted, &rejected,
             )
             .await
         });
@@ -146,8 +156,12 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let mut spent = Vec::new();
+    let (mut stopped, mut recovered, mut lost) = (Vec::new(), 0, 0);
     while let Some(result) = payers.join_next().await {
         let outcome = result.context("payer task")?;
+        stopped.extend(outcome.stopped);
+        recovered += outcome.recovered;
+        lost += outcome.lost;
         latency_us.add(&outcome.latency_us)?;
         for (reason, count) in outcome.reasons {
             *reasons.entry(reason).or_default() += count;
@@ -159,8 +173,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     eprintln!();
 
     let mut client = VendorServiceClient::new(channels[0].clone());
-    let (replays_attempted, double_spends_accepted) =
-        replay_spent(&mut client, &spent, &item).await;
+    let replays = replay_spent(&mut client, &spent, &item).await;
 
     Ok(LoadResult {
         accepted: accepted.load(Ordering::Relaxed),
@@ -168,8 +181,10 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         rejected_by_reason: reasons.into_iter().collect(),
         elapsed,
         latency_us,
-        replays_attempted,
-        double_spends_accepted,
+        replays,
+        recovered,
+        lost,
+        stopped,
         vendor,
         item,
     })
@@ -212,19 +227,40 @@ async fn fund_customer(
     })
 }
 
+/// When the paying phase ends: at the deadline or when stopped.
+struct Until {
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl Until {
+    fn going(&self) -> bool {
+        Instant::now() < self.deadline && !self.stop.load(Ordering::Relaxed)
+    }
+}
+
 struct PayerOutcome {
     latency_us: Histogram<u64>,
     reasons: Vec<(String, u64)>,
     /// The customer's first scrip, if the vendor accepted it (so it is spent).
     first_scrip: Option<(Scrip, CustomerSecret)>,
+    /// Why the customer stopped before the deadline, if it did.
+    stopped: Option<String>,
+    /// Payments accepted on a retry after the answer to the first try was lost.
+    recovered: u64,
+    /// Tries whose answer was lost (no answer, or a transport error).
+    lost: u64,
 }
+
+/// How long a customer waits before resending a payment whose answer was lost.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 async fn pay_until(
     mut client: VendorServiceClient<Channel>,
     customer: Customer,
     item: &str,
     variant: Variant,
-    deadline: Instant,
+    until: &Until,
     accepted: &AtomicU64,
     rejected: &AtomicU64,
 ) -> PayerOutcome {
@@ -236,28 +272,41 @@ async fn pay_until(
         secret,
         first_scrip,
     } = customer;
-    let mut paid_any = false;
-    while Instant::now() < deadline {
+    let (mut paid_any, mut stopped, mut recovered, mut retrying) = (false, None, 0, false);
+    let mut lost = 0;
+    while until.going() {
         let sent = Instant::now();
         match protocol::pay(&mut client, &scrip, &secret, variant, item).await {
             Ok(paid) => {
                 latency_us.saturating_record(sent.elapsed().as_micros() as u64);
                 accepted.fetch_add(1, Ordering::Relaxed);
                 paid_any = true;
+                recovered += u64::from(retrying);
+                retrying = false;
                 match paid.change {
                     Some(change) => scrip = change,
-                    None => break,
+                    None => {
+                        stopped = Some("ran out of scrip (use a larger --scrip-value)".to_owned());
+                        break;
+                    }
                 }
+            }
+            // The answer was lost (the node may have died): the outcome is
+            // unknown, so the customer sends the same payment again, which
+            // the vendor answers with the recorded reply if it was accepted.
+            Err(error) if error.reason().is_none() => {
+                lost += 1;
+                retrying = true;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(error) => {
                 rejected.fetch_add(1, Ordering::Relaxed);
-                let reason = error.reason().unwrap_or("transport").to_owned();
-                *reasons.entry(reason).or_default() += 1;
-                // A refused payment leaves the scrip unspent unless it was a
-                // double spend; a customer whose scrip is unusable stops.
-                if error.reason() == Some("double_spend") || error.reason().is_none() {
-                    break;
-                }
+                let reason = error.reason().unwrap_or("unknown").to_owned();
+                *reasons.entry(reason.clone()).or_default() += 1;
+                // Any other refusal leaves the scrip unusable for this run:
+                // the customer stops and says why.
+                stopped = Some(format!("refused: {error}"));
+                break;
             }
         }
     }
@@ -265,25 +314,46 @@ async fn pay_until(
         latency_us,
         reasons: reasons.into_iter().collect(),
         first_scrip: paid_any.then_some((first_scrip, secret)),
+        stopped,
+        recovered,
+        lost,
     }
 }
 
+/// What the replay check found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayCheck {
+    /// Replays sent.
+    pub attempted: u64,
+    /// Replays the vendor refused as double spends: the only right answer.
+    pub refused: u64,
+    /// Replays accepted: double spends.
+    pub accepted: u64,
+    /// Replays that got another refusal or no answer: the check could not
+    /// be made for them.
+    pub inconclusive: u64,
+}
+
 /// Spends every customer's first scrip again as a different payment (the
-/// same item in the private variant): each must be refused. Returns
-/// (attempted, accepted).
+/// same item in the private variant): each must be refused as a double
+/// spend.
 async fn replay_spent(
     client: &mut VendorServiceClient<Channel>,
     spent: &[(Scrip, CustomerSecret)],
     item: &str,
-) -> (u64, u64) {
-    let mut accepted = 0;
+) -> ReplayCheck {
+    let mut check = ReplayCheck {
+        attempted: spent.len() as u64,
+        ..ReplayCheck::default()
+    };
     for (scrip, secret) in spent {
-        let replay = protocol::pay(client, scrip, secret, Variant::Private, item).await;
-        if replay.is_ok() {
-            accepted += 1;
+        match protocol::pay(client, scrip, secret, Variant::Private, item).await {
+            Ok(_) => check.accepted += 1,
+            Err(error) if error.reason() == Some("double_spend") => check.refused += 1,
+            Err(_) => check.inconclusive += 1,
         }
     }
-    (spent.len() as u64, accepted)
+    check
 }
 
 async fn show_progress(
@@ -293,10 +363,14 @@ async fn show_progress(
     deadline: Instant,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
     let mut last = (0u64, Instant::now());
     loop {
         ticker.tick().await;
         let now = Instant::now();
+        if now > deadline {
+            return;
+        }
         let count = accepted.load(Ordering::Relaxed);
         let rate = (count - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-9);
         last = (count, now);

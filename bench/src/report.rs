@@ -27,8 +27,21 @@ pub struct Report {
     pub max_ms: f64,
     /// Replays of spent scrip tried after the run.
     pub replays_attempted: u64,
+    /// Replays refused as double spends, as they must be.
+    pub replays_refused: u64,
+    /// Replays that got no answer or another refusal, so proved nothing.
+    pub replays_inconclusive: u64,
     /// Replays accepted: any value but zero is a double spend.
     pub double_spends_accepted: u64,
+    /// Tries whose answer was lost (the node died or the network failed)
+    /// and that were sent again unchanged.
+    pub answers_lost: u64,
+    /// Payments accepted on a retry after their first answer was lost.
+    pub payments_recovered_after_lost_answer: u64,
+    /// Customers that stopped before the end, and why (first reason).
+    pub customers_stopped_early: usize,
+    /// The first reason a customer stopped early, if any did.
+    pub first_stop_reason: Option<String>,
     /// Length of the paying phase.
     pub duration_secs: f64,
     /// Concurrent customers.
@@ -56,14 +69,46 @@ impl Report {
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
             max_ms: result.latency_us.max() as f64 / 1000.0,
-            replays_attempted: result.replays_attempted,
-            double_spends_accepted: result.double_spends_accepted,
+            replays_attempted: result.replays.attempted,
+            replays_refused: result.replays.refused,
+            replays_inconclusive: result.replays.inconclusive,
+            double_spends_accepted: result.replays.accepted,
+            answers_lost: result.lost,
+            payments_recovered_after_lost_answer: result.recovered,
+            customers_stopped_early: result.stopped.len(),
+            first_stop_reason: result.stopped.first().cloned(),
             duration_secs: seconds,
             customers,
             variant: variant.to_owned(),
             vendor: result.vendor.as_str().to_owned(),
             item: result.item.clone(),
         }
+    }
+
+    /// Whether the run proved what it should: no replay accepted, every
+    /// replay refused as a double spend, and every customer paid to the end.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.double_spends_accepted > 0 {
+            problems.push(format!(
+                "the vendor accepted {} replays of spent scrip",
+                self.double_spends_accepted
+            ));
+        }
+        if self.replays_inconclusive > 0 {
+            problems.push(format!(
+                "{} replays got no answer or an unexpected refusal, so the replay check is \
+                 incomplete",
+                self.replays_inconclusive
+            ));
+        }
+        if let Some(reason) = &self.first_stop_reason {
+            problems.push(format!(
+                "{} customers stopped before the end; the first {reason}",
+                self.customers_stopped_early
+            ));
+        }
+        problems
     }
 
     /// The table printed at the end of a run.
@@ -95,10 +140,28 @@ impl Report {
         line(
             "replays of spent scrip",
             format!(
-                "{} tried, {} accepted",
-                self.replays_attempted, self.double_spends_accepted
+                "{} tried: {} refused as double spends, {} accepted, {} inconclusive",
+                self.replays_attempted,
+                self.replays_refused,
+                self.double_spends_accepted,
+                self.replays_inconclusive
             ),
         );
+        if self.answers_lost > 0 {
+            line(
+                "answers lost, resent",
+                format!(
+                    "{} tries, {} payments then accepted",
+                    self.answers_lost, self.payments_recovered_after_lost_answer
+                ),
+            );
+        }
+        if let Some(reason) = &self.first_stop_reason {
+            line(
+                "customers stopped early",
+                format!("{}, first: {reason}", self.customers_stopped_early),
+            );
+        }
         line(
             "customers, variant",
             format!("{}, {}", self.customers, self.variant),
