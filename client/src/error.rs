@@ -4,8 +4,10 @@
 //! `millicent-reason` metadata entry names the reason in snake_case; it
 //! becomes [`ClientError::Refused`] and keeps that reason for callers that
 //! decide on it (the wallet drops spent scrip on `double_spend`, the load
-//! generator counts outcomes by reason). Every message is one line that a
-//! person can act on, and none carries secret material.
+//! generator counts outcomes by reason). The wallet adds what it knows to a
+//! refusal: which node refused which scrip, and whether it kept the scrip.
+//! Every message is one line that a person can act on, and none carries
+//! secret material.
 
 use std::path::PathBuf;
 
@@ -34,6 +36,54 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// A broker or vendor node refused scrip the wallet paid with. Only
+    /// `double_spend`, or an expiry the wallet's own clock confirms, makes
+    /// the wallet drop the scrip: any other refusal comes from one node,
+    /// which may simply not be the node that knows the scrip.
+    #[error(
+        "{node} refused {issuer} scrip worth {value} ({reason}): {message}; {}; {fate}",
+        refusal_hint(reason)
+    )]
+    ScripRefused {
+        /// The URL of the broker or vendor node that refused.
+        node: String,
+        /// The issuer named in the scrip: a broker or a vendor.
+        issuer: String,
+        /// The scrip's value.
+        value: Amount,
+        /// Machine-readable reason from the `millicent-reason` metadata entry.
+        reason: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+        /// What the wallet did with the scrip.
+        fate: ScripFate,
+    },
+    /// A broker refused an operator call because of its operator token.
+    #[error(
+        "refused (unauthenticated): {message}; the broker did not accept the operator token, \
+        check --operator-token or MILLICENT_OPERATOR_TOKEN"
+    )]
+    OperatorTokenRefused {
+        /// The server's message.
+        message: String,
+    },
+    /// A call the wallet had recorded before making it got no answer. It may
+    /// have taken effect, so the wallet keeps it until
+    /// [`Wallet::recover`](crate::Wallet::recover) repeats it.
+    #[error(
+        "the {call} got no answer ({code:?}: {message}); it may have gone through, so the \
+        wallet kept it: run `millicent recover` to finish it"
+    )]
+    Unsettled {
+        /// What was called: "payment", "exchange", "purchase".
+        call: &'static str,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
     /// The call failed with a gRPC status that names no Millicent reason:
     /// the connection broke, a deadline passed, or a proxy answered.
     #[error("call failed ({code:?}): {message}; {}", status_hint(*code))]
@@ -53,6 +103,17 @@ pub enum ClientError {
         url: String,
         /// What the transport reported.
         error: tonic::transport::Error,
+    },
+    /// A URL names a scheme other than `http`. Nothing was sent.
+    #[error(
+        "{url} is a {scheme}:// URL, but this client speaks only plain http: TLS is not \
+        available yet; give an http:// URL (or host:port) on a network you trust"
+    )]
+    UnsupportedUrl {
+        /// The URL given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
     },
     /// A server's reply failed the protocol's checks (a bad reply stamp,
     /// change that does not match, malformed scrip). The server is
@@ -102,6 +163,42 @@ pub enum ClientError {
     WalletNotFound {
         /// The path looked at.
         path: PathBuf,
+    },
+    /// Another `Wallet` (usually another `millicent` command) holds the
+    /// wallet's lock. [`Wallet::open`](crate::Wallet::open) waits for it
+    /// instead.
+    #[error("wallet {} is in use by another millicent command", path.display())]
+    WalletBusy {
+        /// The wallet file.
+        path: PathBuf,
+    },
+    /// The wallet file can be read or changed by users other than its owner.
+    #[error(
+        "wallet {} can be read or changed by other users (mode {mode:03o}), and it holds \
+        secrets that spend its scrip; make it private with `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    WalletNotPrivate {
+        /// The wallet file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The wallet file was written by a newer program, in a format this one
+    /// cannot read.
+    #[error(
+        "wallet {} is in format version {version}, newer than this program reads \
+        (version {supported}); use a newer millicent",
+        path.display()
+    )]
+    WalletTooNew {
+        /// The wallet file.
+        path: PathBuf,
+        /// The file's format version.
+        version: u64,
+        /// The newest version this program reads.
+        supported: u32,
     },
     /// A wallet is to be created where a file already exists.
     #[error("{} already exists; refusing to overwrite it, choose another path", path.display())]
@@ -185,7 +282,10 @@ impl ClientError {
     /// The server's machine-readable reason, if the server refused the call.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            ClientError::Refused { reason, .. } => Some(reason),
+            ClientError::Refused { reason, .. } | ClientError::ScripRefused { reason, .. } => {
+                Some(reason)
+            }
+            ClientError::OperatorTokenRefused { .. } => Some("unauthenticated"),
             _ => None,
         }
     }
@@ -195,19 +295,20 @@ impl ClientError {
     /// repeat with the same scrip and stamp, and must not be forgotten.
     pub fn outcome_unknown(&self) -> bool {
         use tonic::Code;
-        matches!(
-            self,
-            ClientError::Rpc {
-                code: Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::Cancelled
-                    | Code::Unknown
-                    | Code::Internal
-                    | Code::Aborted
-                    | Code::DataLoss,
-                ..
-            }
-        )
+        matches!(self, ClientError::Unsettled { .. })
+            || matches!(
+                self,
+                ClientError::Rpc {
+                    code: Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::Cancelled
+                        | Code::Unknown
+                        | Code::Internal
+                        | Code::Aborted
+                        | Code::DataLoss,
+                    ..
+                }
+            )
     }
 }
 
@@ -220,6 +321,24 @@ impl From<tonic::Status> for ClientError {
 impl From<millicent_core::Error> for ClientError {
     fn from(error: millicent_core::Error) -> ClientError {
         ClientError::Protocol(error)
+    }
+}
+
+/// What the wallet did with scrip a server refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScripFate {
+    /// The scrip is still in the wallet, free to be spent.
+    Kept,
+    /// The scrip was removed from the wallet: it can never be spent.
+    Dropped,
+}
+
+impl std::fmt::Display for ScripFate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScripFate::Kept => "the scrip is kept in the wallet",
+            ScripFate::Dropped => "the scrip was dropped from the wallet",
+        })
     }
 }
 
@@ -247,7 +366,12 @@ fn refusal_hint(reason: &str) -> &'static str {
     match reason {
         "double_spend" => "this scrip was already spent and cannot be used again",
         "expired" => "this scrip has expired; a broker may exchange it for fresh scrip",
-        "bad_certificate" => "the scrip is not genuine or was issued under another key",
+        "bad_certificate" => {
+            "this node does not recognise the scrip: it was issued for another node, or forged"
+        }
+        "unknown_series" => "this node does not know the scrip's series: it is for another node",
+        "wrong_vendor" => "the scrip is for a vendor this node does not serve",
+        "wrong_node" => "the scrip belongs to another node of this vendor, named in the message",
         "insufficient_funds" => "credit the account or ask for less",
         "insufficient_value" => "the scrip is worth too little; buy more scrip or ask for less",
         "unauthenticated" | "bad_account_mac" => "check the account key kept in the wallet",
@@ -316,6 +440,71 @@ mod tests {
             }
         ));
         assert!(error.outcome_unknown());
+    }
+
+    #[test]
+    fn only_a_call_the_wallet_kept_is_sent_to_recover() {
+        let timeout = ClientError::from(tonic::Status::deadline_exceeded("timed out"));
+        let text = timeout.to_string();
+        assert!(
+            text.contains("try again") && !text.contains("recover"),
+            "{text}"
+        );
+
+        let kept = ClientError::Unsettled {
+            call: "payment",
+            code: tonic::Code::DeadlineExceeded,
+            message: "timed out".into(),
+        };
+        assert!(kept.outcome_unknown());
+        let text = kept.to_string();
+        assert!(text.contains("run `millicent recover`"), "{text}");
+        assert!(!text.contains("try again"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_operator_token_is_not_blamed_on_the_account_key() {
+        let account = ClientError::from(status_with_reason(
+            tonic::Code::Unauthenticated,
+            "unauthenticated",
+        ));
+        assert!(account.to_string().contains("account key"), "{account}");
+
+        let operator = ClientError::OperatorTokenRefused {
+            message: "bad token".into(),
+        };
+        assert_eq!(operator.reason(), Some("unauthenticated"));
+        let text = operator.to_string();
+        assert!(
+            text.contains("operator token") && !text.contains("account key"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refused_scrip_says_which_node_refused_it_and_where_it_is() {
+        let refused = |fate| ClientError::ScripRefused {
+            node: "http://127.0.0.1:7201".into(),
+            issuer: "news.example".into(),
+            value: Amount::new(90),
+            reason: "bad_certificate".into(),
+            code: tonic::Code::PermissionDenied,
+            message: "certificate does not match".into(),
+            fate,
+        };
+        let kept = refused(ScripFate::Kept);
+        assert_eq!(kept.reason(), Some("bad_certificate"));
+        assert_eq!(
+            kept.to_string(),
+            "http://127.0.0.1:7201 refused news.example scrip worth 90 (bad_certificate): \
+             certificate does not match; this node does not recognise the scrip: it was issued \
+             for another node, or forged; the scrip is kept in the wallet"
+        );
+        let dropped = refused(ScripFate::Dropped).to_string();
+        assert!(
+            dropped.ends_with("the scrip was dropped from the wallet"),
+            "{dropped}"
+        );
     }
 
     #[test]

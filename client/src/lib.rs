@@ -8,20 +8,23 @@
 //! - [`protocol`]: one stateless function per call to a broker or vendor
 //!   node, which checks the reply the way the protocol requires (stamps,
 //!   change, values). The load generator drives these directly.
-//! - [`wallet`]: a JSON file of broker accounts, scrip and history, written
-//!   atomically with owner-only permissions, and the operations that spend
-//!   from it safely across crashes and lost replies.
+//! - [`wallet`]: a JSON file of broker accounts, scrip and history, locked
+//!   while in use and written atomically with owner-only permissions, and
+//!   the operations that spend from it safely across crashes, lost replies
+//!   and concurrent commands.
 //! - [`convert`]: the one place where wire messages become protocol types.
 //! - [`ClientError`]: every failure, with the server's machine-readable
 //!   reason when it refused.
 //!
 //! # What this crate does not do
 //!
-//! - It does not speak TLS yet: URLs must be `http://`, so it suits local
-//!   and trusted networks until the transport gains TLS.
+//! - It does not speak TLS yet: URLs must be `http://` (or a bare
+//!   `host:port`), and any other scheme is refused rather than dialled in
+//!   plaintext, so it suits local and trusted networks until the transport
+//!   gains TLS.
 //! - The wallet file is not encrypted at rest; it relies on owner-only
-//!   file permissions, like an SSH key without a passphrase.
-//! - The wallet file is not locked: one process per wallet at a time.
+//!   file permissions, like an SSH key without a passphrase, and refuses a
+//!   file that other users can read.
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +34,7 @@ pub mod protocol;
 pub mod wallet;
 
 pub use convert::{scrip_from_wire, scrip_to_wire};
-pub use error::{ClientError, REASON_METADATA_KEY};
+pub use error::{ClientError, REASON_METADATA_KEY, ScripFate};
 pub use protocol::{
     AccountKey, BoughtScrip, BrokerInfoSummary, Exchanged, Paid, VendorOfferSummary, account_auth,
     broker_info, buy_broker_scrip, exchange, open_account, pay, prices,

@@ -5,11 +5,11 @@
 //! JSON with `--json`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use millicent_client::protocol::{self, connect_broker, connect_vendor};
 use millicent_client::wallet::{
     Balances, HistoryEntry, HistoryKind, Outcome, PayOrder, Purchase, ScripTotal, Wallet,
@@ -21,13 +21,20 @@ use serde_json::json;
 const AFTER_HELP: &str = "\
 Getting started:
   millicent create
-  millicent join --broker http://127.0.0.1:7001
+  millicent join --broker http://127.0.0.1:7100
   (the broker's operator credits the account: millicent credit ...)
   millicent buy --amount 1000
-  millicent prices --vendor http://127.0.0.1:7002
-  millicent pay --vendor http://127.0.0.1:7002 --item article-1
+  millicent prices --vendor http://127.0.0.1:7200
+  millicent pay --vendor http://127.0.0.1:7200 --item article-1
 
-Amounts are whole numbers of the deployment's smallest unit.";
+Amounts are whole numbers of the deployment's smallest unit. URLs are plain
+http:// (or host:port): TLS is not available yet.
+
+One command at a time uses a wallet: a second command on the same wallet
+waits for the first to finish.";
+
+/// The wallet used when none is named.
+const DEFAULT_WALLET: &str = "wallet.json";
 
 /// Pay for things on the network with Millicent scrip.
 ///
@@ -38,23 +45,29 @@ Amounts are whole numbers of the deployment's smallest unit.";
 #[derive(Debug, Parser)]
 #[command(name = "millicent", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// The wallet file to use. It holds secrets: keep it private and back
-    /// it up.
-    #[arg(
-        long,
-        global = true,
-        env = "MILLICENT_WALLET",
-        default_value = "wallet.json",
-        value_name = "PATH"
-    )]
-    wallet: PathBuf,
+    /// The wallet file, for the commands that use one [default: wallet.json].
+    /// It holds secrets: keep it private and back it up.
+    #[arg(long, env = "MILLICENT_WALLET", value_name = "PATH")]
+    wallet: Option<PathBuf>,
 
-    /// Print results as JSON, for scripts.
+    /// Print results as JSON, for scripts; an error is printed as
+    /// {"error": ..., "reason": ...} on standard output.
     #[arg(long, global = true)]
     json: bool,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--wallet` option of the commands that use a wallet. It may also be
+/// given before the command; given here, it wins.
+#[derive(Debug, Args)]
+struct WalletArg {
+    /// The wallet file to use, named here or before the command [default:
+    /// $MILLICENT_WALLET, or wallet.json]. It holds secrets: keep it private
+    /// and back it up.
+    #[arg(long = "wallet", value_name = "PATH")]
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +76,10 @@ enum Command {
     ///
     /// Refuses to overwrite an existing file. The file is readable by you
     /// only.
-    Create,
+    Create {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
 
     /// Open an account at a broker and keep its key in the wallet.
     ///
@@ -71,9 +87,11 @@ enum Command {
     /// account. Joining a broker the wallet already knows only refreshes
     /// its address and the list of vendors it serves.
     Join {
-        /// The broker's URL, for example http://127.0.0.1:7001.
+        /// The broker's URL, for example http://127.0.0.1:7100.
         #[arg(long, value_name = "URL")]
         broker: String,
+        #[command(flatten)]
+        wallet: WalletArg,
     },
 
     /// Operator only: credit money to a customer's account at a broker.
@@ -114,6 +132,8 @@ enum Command {
         /// The broker to buy from, by name; by default the first one joined.
         #[arg(long, value_name = "NAME")]
         broker: Option<String>,
+        #[command(flatten)]
+        wallet: WalletArg,
     },
 
     /// Pay for an item at a vendor node and print what it sells you.
@@ -121,8 +141,12 @@ enum Command {
     /// Uses vendor scrip held for the vendor if any covers the price;
     /// otherwise exchanges broker scrip for vendor scrip first. Prints the
     /// goods, then the price and the change kept.
+    ///
+    /// Scrip the vendor node refuses stays in the wallet, unless the node
+    /// says it was spent already or this computer's clock says it has
+    /// expired: a node may refuse genuine scrip that another node issued.
     Pay {
-        /// The vendor node's URL.
+        /// The vendor node's URL, for example http://127.0.0.1:7200.
         #[arg(long, value_name = "URL")]
         vendor: String,
         /// The item to buy, as listed by `millicent prices`.
@@ -133,13 +157,17 @@ enum Command {
         /// By default secure, if the vendor accepts it.
         #[arg(long, value_enum)]
         variant: Option<VariantArg>,
-        /// When an exchange is needed, get at least this much vendor scrip,
-        /// so that the next payments to this vendor need none.
+        /// When no vendor scrip held covers the price and an exchange is
+        /// needed, get this much vendor scrip (or the price, if more), so
+        /// that the next payments to this vendor need none. With less broker
+        /// scrip than that, the exchange gets what the scrip allows.
         #[arg(long, value_name = "N", default_value_t = 100)]
         top_up: u64,
         /// The vendor to pay, when the node serves several selling the item.
         #[arg(long, value_name = "NAME")]
         vendor_name: Option<String>,
+        #[command(flatten)]
+        wallet: WalletArg,
     },
 
     /// List the vendors a vendor node serves, their items and prices.
@@ -153,16 +181,25 @@ enum Command {
     ///
     /// Account balances are asked of each broker; scrip is counted from the
     /// wallet.
-    Balance,
+    Balance {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
 
     /// Show everything done with the wallet, oldest first.
-    History,
+    History {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
 
     /// Finish calls whose answer was lost to a crash or a network failure.
     ///
     /// Repeats each such call exactly as it was made; brokers and vendors
     /// recognise a repeat and answer it without charging twice.
-    Recover,
+    Recover {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
 }
 
 /// The payment variants, as named on the command line.
@@ -186,27 +223,52 @@ impl From<VariantArg> for Variant {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let out = Output { json: cli.json };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            out.error(&error);
             ExitCode::FAILURE
         }
     }
 }
 
+/// The wallet a command uses: its own `--wallet`, else the one given before
+/// the command (or in `MILLICENT_WALLET`), else the default.
+fn wallet_path(before: Option<&Path>, arg: WalletArg) -> PathBuf {
+    arg.path
+        .or_else(|| before.map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_WALLET))
+}
+
+/// Opens the wallet at `path`, waiting (and saying so) while another
+/// command holds it.
+fn open_wallet(path: &Path) -> Result<Wallet, ClientError> {
+    match Wallet::try_open(path) {
+        Err(ClientError::WalletBusy { .. }) => {
+            eprintln!(
+                "waiting for another millicent command using {} to finish...",
+                path.display()
+            );
+            Wallet::open(path)
+        }
+        other => other,
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
+    let before = cli.wallet.as_deref();
     match cli.command {
-        Command::Create => {
-            let wallet = Wallet::create(&cli.wallet)?;
+        Command::Create { wallet } => {
+            let wallet = Wallet::create(wallet_path(before, wallet))?;
             out.print(
                 json!({ "wallet": wallet.path() }),
                 format!("created wallet {}", wallet.path().display()),
             )
         }
-        Command::Join { broker } => {
-            let mut wallet = Wallet::open(&cli.wallet)?;
+        Command::Join { broker, wallet } => {
+            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
             let joined = wallet.join_broker(&broker).await?;
             let text = if joined.new_account {
                 format!(
@@ -249,12 +311,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("credited account {account}: balance {balance}"),
             )
         }
-        Command::Buy { amount, broker } => {
-            let mut wallet = Wallet::open(&cli.wallet)?;
-            let bought = wallet
-                .buy(broker.as_deref(), Amount::new(amount))
-                .await
-                .map_err(explain)?;
+        Command::Buy {
+            amount,
+            broker,
+            wallet,
+        } => {
+            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
+            let bought = wallet.buy(broker.as_deref(), Amount::new(amount)).await?;
             remind(&wallet);
             out.print(
                 json!({
@@ -274,6 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             variant,
             top_up,
             vendor_name,
+            wallet,
         } => {
             let vendor_name = vendor_name
                 .map(|name| {
@@ -288,8 +352,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 variant: variant.map(Variant::from),
                 top_up: Amount::new(top_up),
             };
-            let mut wallet = Wallet::open(&cli.wallet)?;
-            let purchase = wallet.pay(&order).await.map_err(explain)?;
+            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
+            let purchase = wallet.pay(&order).await?;
             remind(&wallet);
             print_purchase(out, &purchase)
         }
@@ -298,14 +362,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let offers = protocol::prices(&mut client).await?;
             print_prices(out, &offers)
         }
-        Command::Balance => {
-            let wallet = Wallet::open(&cli.wallet)?;
+        Command::Balance { wallet } => {
+            let wallet = open_wallet(&wallet_path(before, wallet))?;
             let balances = wallet.balances().await?;
             remind(&wallet);
             print_balances(out, &balances)
         }
-        Command::History => {
-            let wallet = Wallet::open(&cli.wallet)?;
+        Command::History { wallet } => {
+            let wallet = open_wallet(&wallet_path(before, wallet))?;
             if out.json {
                 return out.print(json!(wallet.history()), String::new());
             }
@@ -315,8 +379,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let lines: Vec<String> = wallet.history().iter().map(history_line).collect();
             out.print(json!(null), lines.join("\n"))
         }
-        Command::Recover => {
-            let mut wallet = Wallet::open(&cli.wallet)?;
+        Command::Recover { wallet } => {
+            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
             if !wallet.has_unsettled_calls() {
                 return out.print(
                     json!({ "settled": [], "unsettled": [] }),
@@ -359,17 +423,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Adds what to do when a call's answer was lost.
-fn explain(error: ClientError) -> anyhow::Error {
-    if error.outcome_unknown() {
-        anyhow::Error::new(error).context(
-            "the answer was lost, and the wallet kept the call; run `millicent recover` to finish it",
-        )
-    } else {
-        anyhow::Error::new(error)
-    }
-}
-
 /// Tells the user on standard error about calls left unsettled by an
 /// earlier failure, which only `millicent recover` finishes.
 fn remind(wallet: &Wallet) {
@@ -396,6 +449,23 @@ impl Output {
             writeln!(stdout, "{text}")?;
         }
         Ok(())
+    }
+
+    /// Reports a failed command: on standard error for people, or as JSON
+    /// on standard output with the server's reason, if it gave one.
+    fn error(self, error: &anyhow::Error) {
+        let text = format!("{error:#}");
+        if self.json {
+            let reason = error
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<ClientError>())
+                .and_then(ClientError::reason);
+            let json = json!({ "error": text, "reason": reason });
+            // Nothing is left to report a failed write to.
+            let _ = writeln!(std::io::stdout().lock(), "{json}");
+        } else {
+            eprintln!("error: {text}");
+        }
     }
 }
 
@@ -556,6 +626,11 @@ fn history_line(entry: &HistoryEntry) -> String {
             line.push_str(&format!(" {name}={value}"));
         }
     }
+    if entry.outcome != Outcome::Ok
+        && let Some(url) = &entry.url
+    {
+        line.push_str(&format!(" at={url}"));
+    }
     let outcome = match &entry.outcome {
         Outcome::Ok => "ok".to_owned(),
         Outcome::Refused { reason } => format!("refused: {reason}"),
@@ -624,15 +699,85 @@ mod tests {
             "500",
         ])
         .unwrap();
-        assert_eq!(cli.wallet, PathBuf::from("w.json"));
-        assert!(matches!(
-            cli.command,
-            Command::Pay {
-                variant: Some(VariantArg::Private),
-                top_up: 500,
-                ..
-            }
-        ));
+        let Command::Pay {
+            variant: Some(VariantArg::Private),
+            top_up: 500,
+            wallet,
+            ..
+        } = cli.command
+        else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(
+            wallet_path(cli.wallet.as_deref(), wallet),
+            PathBuf::from("w.json")
+        );
         assert!(Cli::try_parse_from(["millicent", "buy", "--amount", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_wallet_is_named_before_or_after_the_command_and_the_later_wins() {
+        let path = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let (Command::Balance { wallet } | Command::History { wallet }) = cli.command else {
+                panic!("{:?}", cli.command);
+            };
+            wallet_path(cli.wallet.as_deref(), wallet)
+        };
+        assert_eq!(
+            path(&["millicent", "balance"]),
+            PathBuf::from(DEFAULT_WALLET)
+        );
+        assert_eq!(
+            path(&["millicent", "--wallet", "a", "history"]),
+            PathBuf::from("a")
+        );
+        assert_eq!(
+            path(&["millicent", "history", "--wallet", "b"]),
+            PathBuf::from("b")
+        );
+        assert_eq!(
+            path(&["millicent", "--wallet", "a", "balance", "--wallet", "b"]),
+            PathBuf::from("b")
+        );
+    }
+
+    #[test]
+    fn commands_without_a_wallet_take_no_wallet_option() {
+        for command in ["credit", "prices"] {
+            let mut cli = Cli::command();
+            let help = cli
+                .find_subcommand_mut(command)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(!help.contains("--wallet"), "{command}: {help}");
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("pay")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--wallet"), "{help}");
+        assert!(
+            Cli::try_parse_from(["millicent", "prices", "--vendor", "v", "--wallet", "w.json"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn help_examples_use_the_default_ports() {
+        let mut cli = Cli::command();
+        let help = cli.render_long_help().to_string();
+        let join = cli
+            .find_subcommand_mut("join")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for text in [&help, &join] {
+            assert!(!text.contains(":7001") && !text.contains(":7002"), "{text}");
+        }
+        assert!(help.contains("127.0.0.1:7100") && help.contains("127.0.0.1:7200"));
+        assert!(join.contains("127.0.0.1:7100"), "{join}");
     }
 }

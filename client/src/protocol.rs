@@ -41,9 +41,10 @@ pub const METHOD_GET_ACCOUNT: &str = "GetAccount";
 const MAX_ACCOUNT_KEY_LEN: usize = 64;
 
 /// Opens a channel to the server at `url`. A URL without a scheme is taken
-/// to be plain `http://`.
+/// to be plain `http://`; any scheme but `http` is refused, as there is no
+/// TLS yet.
 pub async fn connect(url: &str) -> Result<Channel, ClientError> {
-    let url = normalize_url(url);
+    let url = normalize_url(url)?;
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|error| ClientError::Transport {
             url: url.clone(),
@@ -67,13 +68,31 @@ pub async fn connect_vendor(url: &str) -> Result<VendorServiceClient<Channel>, C
     Ok(VendorServiceClient::new(connect(url).await?))
 }
 
-/// `url` with `http://` in front if it names no scheme.
-pub fn normalize_url(url: &str) -> String {
-    if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
+/// `url` as an `http://` URL: with `http://` in front if it names no
+/// scheme, refused if it names any other scheme. This client has no TLS, so
+/// an `https://` URL would otherwise be dialled in plaintext.
+pub fn normalize_url(url: &str) -> Result<String, ClientError> {
+    match url.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => {
+            if scheme.eq_ignore_ascii_case("http") {
+                Ok(format!("http://{rest}"))
+            } else {
+                Err(ClientError::UnsupportedUrl {
+                    url: url.to_owned(),
+                    scheme: scheme.to_ascii_lowercase(),
+                })
+            }
+        }
+        _ => Ok(format!("http://{url}")),
     }
+}
+
+/// Whether `text` is a URL scheme: a letter, then letters, digits, `+`,
+/// `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// The key that authenticates calls on one broker account. It is zeroised
@@ -369,7 +388,16 @@ pub async fn credit(
                 },
             })?;
     request.metadata_mut().insert("authorization", bearer);
-    let reply = client.credit(request).await?.into_inner();
+    let reply = client
+        .credit(request)
+        .await
+        .map_err(|status| match ClientError::from_status(status) {
+            ClientError::Refused {
+                reason, message, ..
+            } if reason == "unauthenticated" => ClientError::OperatorTokenRefused { message },
+            other => other,
+        })?
+        .into_inner();
     Ok(Amount::new(reply.balance))
 }
 
@@ -631,9 +659,30 @@ mod tests {
     }
 
     #[test]
-    fn urls_without_a_scheme_are_plain_http() {
-        assert_eq!(normalize_url("localhost:7000"), "http://localhost:7000");
-        assert_eq!(normalize_url("https://b.example"), "https://b.example");
+    fn urls_without_a_scheme_are_plain_http_and_other_schemes_are_refused() {
+        assert_eq!(
+            normalize_url("localhost:7000").unwrap(),
+            "http://localhost:7000"
+        );
+        assert_eq!(
+            normalize_url("HTTP://b.example:7100").unwrap(),
+            "http://b.example:7100"
+        );
+        for url in [
+            "https://b.example",
+            "ftp://b.example",
+            "grpcs://b.example:7100",
+        ] {
+            match normalize_url(url) {
+                Err(error @ ClientError::UnsupportedUrl { .. }) => {
+                    assert!(
+                        error.to_string().contains("TLS is not available yet"),
+                        "{error}"
+                    );
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 
     #[test]

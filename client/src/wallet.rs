@@ -1,6 +1,15 @@
 //! The wallet: broker accounts, scrip and history kept in one file, and the
 //! operations that spend them.
 //!
+//! # One user at a time
+//!
+//! An open [`Wallet`] holds an exclusive lock on its file (on `PATH.lock`)
+//! until it is dropped. Every operation reads, changes and writes the whole
+//! file, so two operations that ran at once on one wallet would each write
+//! over the other's changes, losing scrip; with the lock, the second waits
+//! for the first ([`Wallet::open`]) or is told the wallet is busy
+//! ([`Wallet::try_open`]).
+//!
 //! # Crash safety
 //!
 //! Scrip is cash: a wallet that forgets scrip it paid with, or change it was
@@ -23,15 +32,19 @@
 //! A private payment is repeated with a freshly sealed request, whose stamp
 //! is still the same because it covers the plaintext.
 //!
-//! A refusal is final: the scrip is released, or dropped from the wallet if
-//! the reason says it can never be spent (`double_spend`, `expired`,
-//! `bad_certificate`). A reply that fails the protocol's checks releases the
-//! scrip too: the server may have spent it, and if so the next attempt to
-//! use it is refused as a double spend and drops it.
+//! A refusal is final, and changes nothing at the server: the scrip is
+//! released for the next payment. It is dropped from the wallet only when it
+//! can never be spent: when the server says `double_spend`, or when it has
+//! expired by the wallet's own clock. Every other refusal (`bad_certificate`,
+//! `unknown_series`, `wrong_vendor`, even `expired` by a server's clock) is
+//! the word of one node, which may just be the wrong node for this scrip:
+//! genuine scrip paid to a node of another deployment is refused as
+//! `bad_certificate`. The refusal is recorded in the history and the error
+//! names the node and says the scrip was kept.
 //!
-//! The wallet file is not locked: two processes using one wallet at once
-//! can each overwrite the other's changes, losing scrip. Use one process per
-//! wallet at a time.
+//! A reply that fails the protocol's checks releases the scrip too: the
+//! server may have spent it, and if so the next attempt to use it is refused
+//! as a double spend and drops it.
 
 mod file;
 mod store;
@@ -46,22 +59,25 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::ClientError;
+use crate::error::ScripFate;
 use crate::protocol::{
     self, AccountCallId, AccountKey, Paid, VendorOfferSummary, connect_broker, connect_vendor,
     normalize_url, now_ms,
 };
 
 /// Refusal reasons after which a piece of scrip can never be spent, so the
-/// wallet drops it.
-pub const DROP_REASONS: &[&str] = &["double_spend", "expired", "bad_certificate"];
+/// wallet drops it. Scrip refused for any other reason is kept, unless it
+/// has expired by the wallet's own clock.
+pub const DROP_REASONS: &[&str] = &["double_spend"];
 
-/// A wallet file, loaded.
+/// A wallet file, loaded and locked for as long as this value lives.
 ///
 /// `Debug` shows scrip and history but no secret: customer secrets and
 /// account keys print as `..`.
 #[derive(Debug)]
 pub struct Wallet {
     path: PathBuf,
+    _lock: store::WalletLock,
     brokers: Vec<BrokerAccount>,
     broker_scrip: Vec<HeldScrip>,
     vendor_scrip: Vec<HeldScrip>,
@@ -199,6 +215,9 @@ pub struct HistoryEntry {
     /// The item paid for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
+    /// The broker's or vendor node's URL that was called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// What it cost: the price of an item, the value plus fee of an
     /// exchange, the amount of a purchase.
     #[serde(default, with = "file::optional_amount")]
@@ -218,6 +237,7 @@ impl HistoryEntry {
             broker: None,
             vendor: None,
             item: None,
+            url: None,
             price: None,
             change: None,
             outcome: Outcome::Ok,
@@ -248,7 +268,8 @@ pub enum Outcome {
         /// The server's reason.
         reason: String,
     },
-    /// The reply failed the protocol's checks, or the call could not be made.
+    /// The reply failed the protocol's checks, or the call could not be made
+    /// (reason `unreachable` when the server could not be reached).
     Failed {
         /// What went wrong, in snake_case.
         reason: String,
@@ -270,8 +291,11 @@ pub struct PayOrder {
     pub item: String,
     /// The variant; by default the secure variant if the vendor accepts it.
     pub variant: Option<Variant>,
-    /// When vendor scrip must be bought, buy at least this much, so that
-    /// the next payments to the vendor need no exchange.
+    /// When no vendor scrip held covers the price and broker scrip must be
+    /// exchanged, ask for this much vendor scrip (or the price, if more), so
+    /// that the next payments to the vendor need no exchange. If the broker
+    /// scrip held is worth less, the exchange asks for less, down to the
+    /// price.
     pub top_up: Amount,
 }
 
@@ -419,6 +443,19 @@ struct ScripKey {
     id: ScripId,
 }
 
+/// What an exchange asks a broker for.
+#[derive(Clone)]
+struct ExchangeCall<'a> {
+    /// The broker's URL.
+    broker_url: &'a str,
+    /// The vendor whose scrip is asked for.
+    vendor: &'a VendorName,
+    /// The value asked for.
+    value: Amount,
+    /// The vendor node the scrip is wanted for, if known.
+    vendor_url: Option<String>,
+}
+
 /// A call's history entry, and its result for the caller.
 struct Settled<T> {
     entry: HistoryEntry,
@@ -426,18 +463,42 @@ struct Settled<T> {
 }
 
 impl Wallet {
-    /// Creates an empty wallet at `path`; fails if a file is there already.
+    /// Creates an empty wallet at `path`, and holds its lock; fails if a
+    /// file is there already.
     pub fn create(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
-        let wallet = Wallet::empty(path.into());
+        let path = path.into();
+        store::refuse_existing(&path)?;
+        let lock = store::lock(&path)?;
+        let wallet = Wallet::empty(path, lock);
         store::create(&wallet.path, &file::encode(&wallet)?)?;
         Ok(wallet)
     }
 
-    /// Loads the wallet at `path`.
+    /// Loads the wallet at `path` and holds its lock until dropped. If
+    /// another `Wallet` holds the lock, in this process or another, blocks
+    /// the calling thread until it is released; [`Wallet::try_open`] does
+    /// not wait.
     pub fn open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
         let path = path.into();
+        store::require_existing(&path)?;
+        let lock = store::lock(&path)?;
+        Wallet::load(path, lock)
+    }
+
+    /// As [`Wallet::open`], but fails with [`ClientError::WalletBusy`]
+    /// rather than wait if another `Wallet` holds the lock.
+    pub fn try_open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
+        let path = path.into();
+        store::require_existing(&path)?;
+        match store::try_lock(&path)? {
+            Some(lock) => Wallet::load(path, lock),
+            None => Err(ClientError::WalletBusy { path }),
+        }
+    }
+
+    fn load(path: PathBuf, lock: store::WalletLock) -> Result<Wallet, ClientError> {
         let contents = store::read(&path)?;
-        file::decode(path, &contents)
+        file::decode(Wallet::empty(path, lock), &contents)
     }
 
     /// Writes the wallet to its file, atomically and durably.
@@ -445,9 +506,10 @@ impl Wallet {
         store::replace(&self.path, &file::encode(self)?)
     }
 
-    fn empty(path: PathBuf) -> Wallet {
+    fn empty(path: PathBuf, lock: store::WalletLock) -> Wallet {
         Wallet {
             path,
+            _lock: lock,
             brokers: Vec::new(),
             broker_scrip: Vec::new(),
             vendor_scrip: Vec::new(),
@@ -501,7 +563,7 @@ impl Wallet {
     /// wallet already has an account there, only the broker's URL and vendor
     /// list are refreshed.
     pub async fn join_broker(&mut self, url: &str) -> Result<Joined, ClientError> {
-        let url = normalize_url(url);
+        let url = normalize_url(url)?;
         let mut client = connect_broker(&url).await?;
         let info = protocol::broker_info(&mut client).await?;
 
@@ -518,6 +580,17 @@ impl Wallet {
         }
 
         let (account_id, key) = protocol::open_account(&mut client).await?;
+        if key.expose_bytes().len() != info.suite.mac_len() {
+            return Err(ClientError::BadReply {
+                call: "OpenAccount",
+                detail: format!(
+                    "carries an account key of {} bytes, not the {} of the {} suite",
+                    key.expose_bytes().len(),
+                    info.suite.mac_len(),
+                    info.suite.name()
+                ),
+            });
+        }
         self.brokers.push(BrokerAccount {
             name: info.name.clone(),
             url,
@@ -553,27 +626,50 @@ impl Wallet {
             amount,
             call: AccountCallId::fresh(),
         };
-        let mut client = connect_broker(&url).await?;
+        let mut client = match connect_broker(&url).await {
+            Ok(client) => client,
+            Err(error) => {
+                let mut entry = HistoryEntry::new(HistoryKind::Buy);
+                entry.broker = Some(pending.broker.to_string());
+                entry.url = Some(url);
+                entry.price = Some(amount);
+                return Err(self.record_unmade(entry, error)?);
+            }
+        };
 
         self.pending_buys.push(pending.clone());
         self.save()?;
-        let settled = self.settle_buy(&mut client, &pending).await?;
+        let settled = self.settle_buy(&mut client, &url, &pending).await?;
         self.finish(settled)
     }
 
     /// Pays for an item at a vendor node, exchanging broker scrip for vendor
     /// scrip first if no vendor scrip held covers the price.
     pub async fn pay(&mut self, order: &PayOrder) -> Result<Purchase, ClientError> {
-        let vendor_url = normalize_url(&order.vendor_url);
-        let mut vendor_client = connect_vendor(&vendor_url).await?;
-        let offers = protocol::prices(&mut vendor_client).await?;
+        let vendor_url = normalize_url(&order.vendor_url)?;
+        let reached = async {
+            let mut client = connect_vendor(&vendor_url).await?;
+            let offers = protocol::prices(&mut client).await?;
+            Ok((client, offers))
+        };
+        let (mut vendor_client, offers) = match reached.await {
+            Ok(reached) => reached,
+            Err(error) => {
+                let mut entry = HistoryEntry::new(HistoryKind::Pay);
+                entry.vendor = order.vendor.as_ref().map(VendorName::to_string);
+                entry.item = Some(order.item.clone());
+                entry.url = Some(vendor_url);
+                return Err(self.record_unmade(entry, error)?);
+            }
+        };
         let (vendor, price, variant) = choose_offer(&offers, order, &vendor_url)?;
 
         let (key, exchange) = match self.pick_vendor_scrip(&vendor, price, now_ms() / 1000) {
             Some(key) => (key, None),
             None => {
-                let value = order.top_up.max(price);
-                let (key, summary) = self.exchange_for(&vendor, value, &vendor_url).await?;
+                let (key, summary) = self
+                    .exchange_for(&vendor, price, order.top_up, &vendor_url)
+                    .await?;
                 (key, Some(summary))
             }
         };
@@ -650,13 +746,16 @@ impl Wallet {
         let mut recovery = Recovery::default();
 
         for pending in self.pending_buys.clone() {
-            let client = match self.broker_named(pending.broker.as_str()) {
-                Ok(account) => connect_broker(&account.url.clone()).await,
-                Err(error) => Err(error),
+            let url = match self.broker_named(pending.broker.as_str()) {
+                Ok(account) => account.url.clone(),
+                Err(error) => {
+                    recovery.unsettled.push(error);
+                    continue;
+                }
             };
-            match client {
+            match connect_broker(&url).await {
                 Ok(mut client) => {
-                    let settled = self.settle_buy(&mut client, &pending).await?;
+                    let settled = self.settle_buy(&mut client, &url, &pending).await?;
                     recovery.note(settled, |_| None);
                 }
                 Err(error) => recovery.unsettled.push(error),
@@ -672,15 +771,22 @@ impl Wallet {
             else {
                 continue;
             };
-            let client = match self.broker_named(held.scrip.body().vendor.as_str()) {
-                Ok(account) => connect_broker(&account.url.clone()).await,
-                Err(error) => Err(error),
+            let url = match self.broker_named(held.scrip.body().vendor.as_str()) {
+                Ok(account) => account.url.clone(),
+                Err(error) => {
+                    recovery.unsettled.push(error);
+                    continue;
+                }
             };
-            match client {
+            match connect_broker(&url).await {
                 Ok(mut client) => {
-                    let settled = self
-                        .settle_exchange(&mut client, &held.key(), &vendor, value, vendor_url)
-                        .await?;
+                    let call = ExchangeCall {
+                        broker_url: &url,
+                        vendor: &vendor,
+                        value,
+                        vendor_url,
+                    };
+                    let settled = self.settle_exchange(&mut client, &held.key(), call).await?;
                     recovery.note(settled, |_| None);
                 }
                 Err(error) => recovery.unsettled.push(error),
@@ -709,14 +815,20 @@ impl Wallet {
         Ok(recovery)
     }
 
-    /// Gets vendor scrip worth `value` for `vendor` by exchanging the
-    /// largest broker scrip of a broker that sells it. The broker's fee is
-    /// not known in advance; if the scrip does not cover value and fee the
-    /// broker refuses with `insufficient_value`.
+    /// Gets vendor scrip for `vendor` worth `top_up`, and at least `price`,
+    /// by exchanging the largest broker scrip of a broker that sells it.
+    ///
+    /// The top-up is what the customer would like, the price what the
+    /// payment needs: broker scrip worth less than the top-up is exchanged
+    /// for all it is worth. The broker's fee is not known in advance, so if
+    /// the broker refuses that as `insufficient_value` (the fee does not fit
+    /// in the scrip) the exchange is asked again for just the price. The
+    /// refusal spent nothing, so the same scrip pays for the second try.
     async fn exchange_for(
         &mut self,
         vendor: &VendorName,
-        value: Amount,
+        price: Amount,
+        top_up: Amount,
         vendor_url: &str,
     ) -> Result<(ScripKey, ExchangeSummary), ClientError> {
         if !self.brokers.iter().any(|b| b.sells_for(vendor)) {
@@ -735,37 +847,66 @@ impl Wallet {
             })
             .max_by_key(|held| held.scrip.value());
         let Some(largest) = largest else {
-            return Err(self.no_scrip(vendor, value));
+            return Err(self.no_scrip(vendor, price));
         };
-        if largest.scrip.value() < value {
+        let held_value = largest.scrip.value();
+        if held_value < price {
             return Err(ClientError::NoScrip {
                 vendor: vendor.to_string(),
-                needed: value,
+                needed: price,
                 detail: format!(
-                    "the largest broker scrip held is worth {}; buy more with `millicent buy`",
-                    largest.scrip.value()
+                    "the largest broker scrip held is worth {held_value}; \
+                     buy more with `millicent buy`"
                 ),
             });
         }
 
         let key = largest.key();
         let url = self.broker_named(key.vendor.as_str())?.url.clone();
-        let mut client = connect_broker(&url).await?;
-        let in_flight = InFlight::Exchange {
-            vendor: vendor.clone(),
-            value,
+        let mut client = match connect_broker(&url).await {
+            Ok(client) => client,
+            Err(error) => {
+                let mut entry = HistoryEntry::new(HistoryKind::Exchange);
+                entry.broker = Some(key.vendor.to_string());
+                entry.vendor = Some(vendor.to_string());
+                entry.url = Some(url);
+                return Err(self.record_unmade(entry, error)?);
+            }
+        };
+
+        let wanted = top_up.max(price).min(held_value);
+        let call = ExchangeCall {
+            broker_url: &url,
+            vendor,
+            value: wanted,
             vendor_url: Some(vendor_url.to_owned()),
         };
-        self.mark_in_flight(Purse::Broker, &key, in_flight)?;
-        let settled = self
-            .settle_exchange(
-                &mut client,
-                &key,
-                vendor,
-                value,
-                Some(vendor_url.to_owned()),
-            )
-            .await?;
+        match self.exchange_with(&mut client, &key, call.clone()).await {
+            Err(error) if wanted > price && error.reason() == Some("insufficient_value") => {
+                let call = ExchangeCall {
+                    value: price,
+                    ..call
+                };
+                self.exchange_with(&mut client, &key, call).await
+            }
+            result => result,
+        }
+    }
+
+    /// Exchanges the broker scrip `key` as `call` asks, for the first time.
+    async fn exchange_with(
+        &mut self,
+        client: &mut BrokerServiceClient<Channel>,
+        key: &ScripKey,
+        call: ExchangeCall<'_>,
+    ) -> Result<(ScripKey, ExchangeSummary), ClientError> {
+        let in_flight = InFlight::Exchange {
+            vendor: call.vendor.clone(),
+            value: call.value,
+            vendor_url: call.vendor_url.clone(),
+        };
+        self.mark_in_flight(Purse::Broker, key, in_flight)?;
+        let settled = self.settle_exchange(client, key, call).await?;
         self.finish(settled)
     }
 
@@ -854,11 +995,13 @@ impl Wallet {
     async fn settle_buy(
         &mut self,
         client: &mut BrokerServiceClient<Channel>,
+        broker_url: &str,
         pending: &PendingBuy,
     ) -> Result<Settled<Bought>, ClientError> {
         let account = self.broker_named(pending.broker.as_str())?.clone();
         let mut entry = HistoryEntry::new(HistoryKind::Buy);
         entry.broker = Some(account.name.to_string());
+        entry.url = Some(broker_url.to_owned());
         entry.price = Some(pending.amount);
 
         let result = protocol::buy_broker_scrip_as(
@@ -914,20 +1057,25 @@ impl Wallet {
         &mut self,
         client: &mut BrokerServiceClient<Channel>,
         key: &ScripKey,
-        vendor: &VendorName,
-        value: Amount,
-        vendor_url: Option<String>,
+        call: ExchangeCall<'_>,
     ) -> Result<Settled<(ScripKey, ExchangeSummary)>, ClientError> {
+        let ExchangeCall {
+            broker_url,
+            vendor,
+            value,
+            vendor_url,
+        } = call;
         let held = self.held(Purse::Broker, key)?.clone();
         let mut entry = HistoryEntry::new(HistoryKind::Exchange);
         entry.broker = Some(key.vendor.to_string());
         entry.vendor = Some(vendor.to_string());
+        entry.url = Some(broker_url.to_owned());
 
         let result = protocol::exchange(client, &held.scrip, &held.secret, vendor, value).await;
         let exchanged = match result {
             Ok(exchanged) => exchanged,
             Err(error) => {
-                self.record_failure(Purse::Broker, key, &mut entry, &error)?;
+                let error = self.record_failure(Purse::Broker, key, &mut entry, error)?;
                 return Ok(Settled {
                     entry,
                     result: Err(error),
@@ -974,12 +1122,13 @@ impl Wallet {
         let mut entry = HistoryEntry::new(HistoryKind::Pay);
         entry.vendor = Some(key.vendor.to_string());
         entry.item = Some(item.to_owned());
+        entry.url = Some(vendor_url.to_owned());
 
         let result = protocol::pay(client, &held.scrip, &held.secret, variant, item).await;
         let paid = match result {
             Ok(paid) => paid,
             Err(error) => {
-                self.record_failure(Purse::Vendor, key, &mut entry, &error)?;
+                let error = self.record_failure(Purse::Vendor, key, &mut entry, error)?;
                 return Ok(Settled {
                     entry,
                     result: Err(error),
@@ -1005,40 +1154,93 @@ impl Wallet {
     }
 
     /// The caller's result of a call made for the first time: an answer
-    /// that was lost is written to the history as interrupted.
+    /// that was lost is written to the history as interrupted, and the error
+    /// says that the wallet kept the call for [`Wallet::recover`].
     fn finish<T>(&mut self, settled: Settled<T>) -> Result<T, ClientError> {
-        if settled.entry.outcome == Outcome::Interrupted {
-            self.record(&settled.entry)?;
+        if settled.entry.outcome != Outcome::Interrupted {
+            return settled.result;
         }
-        settled.result
+        self.record(&settled.entry)?;
+        let call = match settled.entry.kind {
+            HistoryKind::Buy => "purchase",
+            HistoryKind::Exchange => "exchange",
+            HistoryKind::Pay => "payment",
+        };
+        settled.result.map_err(|error| match error {
+            ClientError::Rpc { code, message } => ClientError::Unsettled {
+                call,
+                code,
+                message,
+            },
+            other => other,
+        })
     }
 
-    /// Records a failed call with scrip from `purse`: the scrip stays in
-    /// flight if the answer was lost, is dropped if it can never be spent,
-    /// and is released otherwise.
+    /// Records a call that could not be made (nothing was sent, so nothing
+    /// is kept), and gives back its error.
+    fn record_unmade(
+        &mut self,
+        mut entry: HistoryEntry,
+        error: ClientError,
+    ) -> Result<ClientError, ClientError> {
+        entry.outcome = failure_outcome(&error);
+        self.record(&entry)?;
+        Ok(error)
+    }
+
+    /// Records a failed call with scrip from `purse`, and gives back its
+    /// error: the scrip stays in flight if the answer was lost, is dropped
+    /// if it can never be spent, and is released otherwise. A refusal comes
+    /// back as [`ClientError::ScripRefused`], naming the node (the entry's
+    /// URL) and what became of the scrip.
     fn record_failure(
         &mut self,
         purse: Purse,
         key: &ScripKey,
         entry: &mut HistoryEntry,
-        error: &ClientError,
-    ) -> Result<(), ClientError> {
+        error: ClientError,
+    ) -> Result<ClientError, ClientError> {
         if error.outcome_unknown() {
             entry.outcome = Outcome::Interrupted;
-            return Ok(());
+            return Ok(error);
         }
-        entry.outcome = failure_outcome(error);
-        match error.reason() {
-            Some(reason) if DROP_REASONS.contains(&reason) => {
-                self.take(purse, key);
+        entry.outcome = failure_outcome(&error);
+        let Some(index) = self.position(purse, key) else {
+            self.record(entry)?;
+            return Ok(error);
+        };
+
+        let held = &self.purse(purse)[index];
+        let expired = held.scrip.body().expires_at <= now_ms() / 1000;
+        let value = held.scrip.value();
+        let fate = match error.reason() {
+            Some(reason) if DROP_REASONS.contains(&reason) || expired => {
+                self.purse_mut(purse).remove(index);
+                ScripFate::Dropped
             }
             _ => {
-                if let Some(index) = self.position(purse, key) {
-                    self.purse_mut(purse)[index].in_flight = None;
-                }
+                self.purse_mut(purse)[index].in_flight = None;
+                ScripFate::Kept
             }
-        }
-        self.record(entry)
+        };
+        self.record(entry)?;
+
+        Ok(match error {
+            ClientError::Refused {
+                reason,
+                code,
+                message,
+            } => ClientError::ScripRefused {
+                node: entry.url.clone().unwrap_or_default(),
+                issuer: key.vendor.to_string(),
+                value,
+                reason,
+                code,
+                message,
+                fate,
+            },
+            other => other,
+        })
     }
 
     fn mark_in_flight(
@@ -1167,6 +1369,7 @@ fn failure_outcome(error: &ClientError) -> Outcome {
         };
     }
     let reason = match error {
+        ClientError::Transport { .. } => "unreachable".to_owned(),
         ClientError::Protocol(error) => error.reason().to_owned(),
         ClientError::BadReply { .. } => "bad_reply".to_owned(),
         ClientError::Limit { .. } => "too_large".to_owned(),

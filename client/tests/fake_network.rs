@@ -110,6 +110,8 @@ struct FakeVendor {
     state: Mutex<VendorState>,
     lose_next_reply: AtomicBool,
     tamper_next_reply: AtomicBool,
+    refuse_next_payment: Mutex<Option<&'static str>>,
+    fail_prices: AtomicBool,
 }
 
 struct VendorState {
@@ -127,6 +129,8 @@ impl FakeVendor {
             }),
             lose_next_reply: AtomicBool::new(false),
             tamper_next_reply: AtomicBool::new(false),
+            refuse_next_payment: Mutex::new(None),
+            fail_prices: AtomicBool::new(false),
         }
     }
 }
@@ -146,6 +150,9 @@ impl VendorService for FakeVendor {
         &self,
         request: Request<wire::PayRequest>,
     ) -> Result<Response<wire::PayReply>, Status> {
+        if let Some(reason) = self.refuse_next_payment.lock().unwrap().take() {
+            return Err(refuse(Code::PermissionDenied, reason));
+        }
         let request = request.into_inner();
         let scrip = decode_scrip(request.scrip)?;
         let variant = match request.variant {
@@ -209,6 +216,9 @@ impl VendorService for FakeVendor {
         &self,
         _: Request<wire::GetPricesRequest>,
     ) -> Result<Response<wire::PriceList>, Status> {
+        if self.fail_prices.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("connection reset"));
+        }
         Ok(Response::new(wire::PriceList {
             vendors: vec![wire::VendorOffer {
                 vendor: VENDOR.into(),
@@ -542,6 +552,17 @@ fn article(net: &Network, variant: Option<Variant>, top_up: u64) -> PayOrder {
     }
 }
 
+/// Releases the wallet's lock and opens it again, as the next command would.
+fn reopen(wallet: Wallet) -> Wallet {
+    let path = wallet.path().to_owned();
+    drop(wallet);
+    Wallet::open(path).unwrap()
+}
+
+fn keys(held: &[millicent_client::wallet::HeldScrip]) -> Vec<u64> {
+    held.iter().map(|h| h.scrip().value().units()).collect()
+}
+
 fn units(total: millicent_client::wallet::ScripTotal) -> (u64, usize, u64) {
     (total.value.units(), total.pieces, total.in_flight.units())
 }
@@ -573,7 +594,7 @@ async fn buy_exchange_and_pay_in_every_variant() {
         assert_eq!(next.exchange, None, "{variant:?}");
     }
 
-    let wallet = Wallet::open(net.wallet.path()).unwrap();
+    let wallet = reopen(net.wallet);
     let balances = wallet.balances().await.unwrap();
     assert_eq!(
         balances.brokers[0].account.as_ref().unwrap(),
@@ -604,9 +625,22 @@ async fn a_lost_payment_reply_is_recovered_after_a_restart() {
 
     let error = net.wallet.pay(&article(&net, None, 0)).await.unwrap_err();
     assert!(error.outcome_unknown(), "{error}");
+    assert!(
+        matches!(
+            error,
+            ClientError::Unsettled {
+                call: "payment",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.contains("run `millicent recover`"), "{text}");
+    assert!(!text.contains("try again"), "{text}");
     assert!(net.wallet.has_unsettled_calls());
 
-    let mut reopened = Wallet::open(net.wallet.path()).unwrap();
+    let mut reopened = reopen(net.wallet);
     let balances = reopened.balances().await.unwrap();
     assert_eq!(units(balances.vendors[0].scrip), (0, 0, 30));
 
@@ -633,9 +667,20 @@ async fn a_lost_purchase_is_fetched_again_not_bought_twice() {
     net.broker.lose_next_reply.store(true, Ordering::SeqCst);
     let error = net.wallet.buy(None, Amount::new(400)).await.unwrap_err();
     assert!(error.outcome_unknown(), "{error}");
+    assert!(
+        matches!(
+            error,
+            ClientError::Unsettled {
+                call: "purchase",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("try again"), "{error}");
     assert_eq!(net.wallet.pending_buys().len(), 1);
 
-    let mut reopened = Wallet::open(net.wallet.path()).unwrap();
+    let mut reopened = reopen(net.wallet);
     let recovery = reopened.recover().await.unwrap();
     assert_eq!(recovery.settled.len(), 1);
     assert!(reopened.pending_buys().is_empty());
@@ -689,14 +734,21 @@ async fn refusals_and_bad_replies_are_reported_and_recorded() {
     assert_eq!(error.reason(), Some("insufficient_funds"));
     assert!(net.wallet.pending_buys().is_empty());
 
+    // 49 and the fee do not fit in 50: the broker refuses, spending
+    // nothing, and the exchange is asked again for just the price.
     net.wallet.buy(None, Amount::new(50)).await.unwrap();
-    let error = net.wallet.pay(&article(&net, None, 49)).await.unwrap_err();
-    assert_eq!(error.reason(), Some("insufficient_value"));
-    assert_eq!(net.wallet.broker_scrip().len(), 1, "the scrip is released");
+    let paid = net.wallet.pay(&article(&net, None, 49)).await.unwrap();
+    let exchange = paid.exchange.unwrap();
+    assert_eq!(exchange.value, Amount::new(ARTICLE_PRICE));
+    assert_eq!(paid.change, Amount::ZERO);
+    assert_eq!(keys(net.wallet.broker_scrip()), [18]);
 
-    net.wallet.pay(&article(&net, None, 0)).await.unwrap();
-    let error = net.wallet.pay(&article(&net, None, 0)).await.unwrap_err();
-    assert!(matches!(error, ClientError::NoScrip { .. }), "{error}");
+    // Too little for the price: the error names the price, not the top-up.
+    let error = net.wallet.pay(&article(&net, None, 100)).await.unwrap_err();
+    assert!(
+        matches!(error, ClientError::NoScrip { needed, .. } if needed == Amount::new(ARTICLE_PRICE)),
+        "{error}"
+    );
     assert!(
         error
             .to_string()
@@ -757,4 +809,166 @@ async fn refusals_and_bad_replies_are_reported_and_recorded() {
             &Outcome::Ok,
         ]
     );
+}
+
+#[tokio::test]
+async fn a_top_up_is_only_for_exchanges_and_shrinks_to_the_broker_scrip_held() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(80)).await.unwrap();
+
+    // 100 is more than the 80 held: the exchange asks for 80, which with
+    // the fee is refused, and then for the price.
+    let first = net.wallet.pay(&article(&net, None, 100)).await.unwrap();
+    assert_eq!(first.exchange.unwrap().value, Amount::new(ARTICLE_PRICE));
+    assert_eq!(keys(net.wallet.broker_scrip()), [48]);
+
+    // Vendor scrip that covers the price is used whatever the top-up.
+    net.wallet.buy(None, Amount::new(200)).await.unwrap();
+    let second = net.wallet.pay(&article(&net, None, 150)).await.unwrap();
+    assert_eq!(second.exchange.unwrap().value, Amount::new(150));
+    let third = net.wallet.pay(&article(&net, None, 1000)).await.unwrap();
+    assert_eq!(third.exchange, None);
+    assert_eq!(keys(net.wallet.vendor_scrip()), [90]);
+
+    // Broker scrip that cannot pay the price and the fee is refused twice
+    // and kept.
+    let mut net = network(1000).await;
+    net.wallet
+        .buy(None, Amount::new(ARTICLE_PRICE + 1))
+        .await
+        .unwrap();
+    let error = net.wallet.pay(&article(&net, None, 100)).await.unwrap_err();
+    assert_eq!(error.reason(), Some("insufficient_value"), "{error}");
+    assert!(error.to_string().contains("kept in the wallet"), "{error}");
+    assert_eq!(keys(net.wallet.broker_scrip()), [ARTICLE_PRICE + 1]);
+    assert!(!net.wallet.has_unsettled_calls());
+}
+
+#[tokio::test]
+async fn scrip_refused_by_a_node_that_does_not_know_it_is_kept() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(500)).await.unwrap();
+    net.wallet.pay(&article(&net, None, 100)).await.unwrap();
+    assert_eq!(keys(net.wallet.vendor_scrip()), [70]);
+
+    for reason in [
+        "bad_certificate",
+        "unknown_series",
+        "wrong_vendor",
+        "expired",
+    ] {
+        *net.vendor.refuse_next_payment.lock().unwrap() = Some(reason);
+        let error = net.wallet.pay(&article(&net, None, 0)).await.unwrap_err();
+        assert_eq!(error.reason(), Some(reason));
+        let text = error.to_string();
+        assert!(text.contains(&net.vendor_url), "{text}");
+        assert!(text.contains("the scrip is kept in the wallet"), "{text}");
+        assert_eq!(keys(net.wallet.vendor_scrip()), [70], "{reason}");
+        assert!(!net.wallet.has_unsettled_calls());
+    }
+
+    let refusals: Vec<_> = net
+        .wallet
+        .history()
+        .iter()
+        .filter(|entry| matches!(entry.outcome, Outcome::Refused { .. }))
+        .collect();
+    assert_eq!(refusals.len(), 4);
+    assert!(
+        refusals
+            .iter()
+            .all(|entry| entry.url.as_deref() == Some(net.vendor_url.as_str()))
+    );
+
+    // The kept scrip is genuine: the node that knows it takes it.
+    let paid = net.wallet.pay(&article(&net, None, 0)).await.unwrap();
+    assert_eq!((paid.exchange, paid.change), (None, Amount::new(40)));
+}
+
+#[tokio::test]
+async fn a_payment_that_cannot_reach_the_vendor_is_recorded_and_keeps_nothing() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(500)).await.unwrap();
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut order = article(&net, None, 100);
+    order.vendor_url = closed.clone();
+    let error = net.wallet.pay(&order).await.unwrap_err();
+    assert!(matches!(error, ClientError::Transport { .. }), "{error}");
+
+    // A price list lost on the way is a failure too, but not one to recover:
+    // no scrip was sent.
+    net.vendor.fail_prices.store(true, Ordering::SeqCst);
+    let error = net.wallet.pay(&article(&net, None, 100)).await.unwrap_err();
+    assert!(matches!(error, ClientError::Rpc { .. }), "{error:?}");
+    assert!(!error.to_string().contains("recover"), "{error}");
+    assert!(!net.wallet.has_unsettled_calls());
+
+    let failed: Vec<(&Outcome, Option<&str>)> = net
+        .wallet
+        .history()
+        .iter()
+        .filter(|entry| entry.kind == HistoryKind::Pay)
+        .map(|entry| (&entry.outcome, entry.url.as_deref()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (
+                &Outcome::Failed {
+                    reason: "unreachable".into()
+                },
+                Some(closed.as_str())
+            ),
+            (
+                &Outcome::Failed {
+                    reason: "unavailable".into()
+                },
+                Some(net.vendor_url.as_str())
+            ),
+        ]
+    );
+    assert_eq!(keys(net.wallet.broker_scrip()), [500]);
+}
+
+#[tokio::test]
+async fn urls_of_other_schemes_are_refused_before_anything_is_sent() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(500)).await.unwrap();
+    for url in ["https://127.0.0.1:1", "ftp://127.0.0.1:1"] {
+        let error = net.wallet.join_broker(url).await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::UnsupportedUrl { .. }),
+            "{error}"
+        );
+        let mut order = article(&net, None, 100);
+        order.vendor_url = url.into();
+        let error = net.wallet.pay(&order).await.unwrap_err();
+        assert!(
+            error.to_string().contains("TLS is not available yet"),
+            "{error}"
+        );
+    }
+    let https = net.vendor_url.replace("http://", "https://");
+    let mut order = article(&net, None, 100);
+    order.vendor_url = https;
+    assert!(net.wallet.pay(&order).await.is_err());
+    assert!(net.wallet.vendor_scrip().is_empty());
+    assert_eq!(keys(net.wallet.broker_scrip()), [500]);
+}
+
+#[tokio::test]
+async fn a_refused_operator_token_is_reported_as_such() {
+    let net = network(10).await;
+    let mut client = connect_broker(&net.broker_url).await.unwrap();
+    let error = protocol::credit(&mut client, "wrong", 1, Amount::new(5), "again")
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), Some("unauthenticated"));
+    let text = error.to_string();
+    assert!(text.contains("operator token"), "{text}");
+    assert!(!text.contains("account key"), "{text}");
 }

@@ -8,7 +8,7 @@
 //! ```json
 //! {
 //!   "version": 1,
-//!   "brokers": [{ "name": "broker.example", "url": "http://127.0.0.1:7001",
+//!   "brokers": [{ "name": "broker.example", "url": "http://127.0.0.1:7100",
 //!                 "suite": "classic", "account_id": 7, "account_key": "<hex>",
 //!                 "vendors": ["news.example"] }],
 //!   "broker_scrip": [{ "broker": "broker.example", "scrip": "<hex>",
@@ -25,8 +25,6 @@
 //! ```
 //!
 //! Scrip is stored as body followed by certificate (`Scrip::encode`).
-
-use std::path::PathBuf;
 
 use millicent_core::account::NONCE_LEN;
 use millicent_core::{Amount, CustomerSecret, Scrip, Suite, Variant, VendorName};
@@ -191,43 +189,67 @@ fn in_flight_record(in_flight: &InFlight) -> InFlightRecord {
     }
 }
 
-/// The wallet stored in `contents`, read from `path`.
-pub(super) fn decode(path: PathBuf, contents: &[u8]) -> Result<Wallet, ClientError> {
-    match decode_record(contents) {
-        Ok(mut wallet) => {
-            wallet.path = path;
-            Ok(wallet)
-        }
-        Err(detail) => Err(ClientError::WalletCorrupt { path, detail }),
+/// The version alone, read first: a newer format may differ in any other
+/// field.
+#[derive(Deserialize)]
+struct VersionRecord {
+    version: u64,
+}
+
+/// Fills the empty, locked `wallet` with what `contents` (its file) holds.
+pub(super) fn decode(wallet: Wallet, contents: &[u8]) -> Result<Wallet, ClientError> {
+    let path = wallet.path.clone();
+    let version = serde_json::from_slice::<VersionRecord>(contents)
+        .map_err(|error| ClientError::WalletCorrupt {
+            path: path.clone(),
+            detail: format!("not a wallet file ({error})"),
+        })?
+        .version;
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(ClientError::WalletTooNew {
+            path,
+            version,
+            supported: FORMAT_VERSION,
+        });
     }
+    decode_record(wallet, contents).map_err(|detail| ClientError::WalletCorrupt { path, detail })
 }
 
 /// Reading fails with a description of the first bad field.
 type Checked<T> = Result<T, String>;
 
-fn decode_record(contents: &[u8]) -> Checked<Wallet> {
+fn decode_record(mut wallet: Wallet, contents: &[u8]) -> Checked<Wallet> {
     let record: WalletRecord =
         serde_json::from_slice(contents).map_err(|error| format!("not a wallet file ({error})"))?;
     if record.version != FORMAT_VERSION {
         return Err(format!(
-            "it is in format version {}, and this program reads version {FORMAT_VERSION}",
+            "it is in format version {}, which no version of this program wrote",
             record.version
         ));
     }
 
-    let mut wallet = Wallet::empty(PathBuf::new());
     for broker in &record.brokers {
+        let suite = Suite::from_name(&broker.suite).ok_or_else(|| {
+            format!(
+                "broker {} uses unknown suite {:?}",
+                broker.name, broker.suite
+            )
+        })?;
+        let key = secret_bytes("account key", &broker.account_key)?;
+        if key.len() != suite.mac_len() {
+            return Err(format!(
+                "the account key of broker {} is {} bytes long, not the {} of its suite",
+                broker.name,
+                key.len(),
+                suite.mac_len()
+            ));
+        }
         wallet.brokers.push(BrokerAccount {
             name: vendor_name(&broker.name)?,
             url: broker.url.clone(),
-            suite: Suite::from_name(&broker.suite).ok_or_else(|| {
-                format!(
-                    "broker {} uses unknown suite {:?}",
-                    broker.name, broker.suite
-                )
-            })?,
+            suite,
             account_id: broker.account_id,
-            key: AccountKey::from_bytes(&secret_bytes("account key", &broker.account_key)?),
+            key: AccountKey::from_bytes(&key),
             vendors: broker.vendors.clone(),
         });
     }

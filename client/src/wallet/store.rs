@@ -1,5 +1,12 @@
-//! The wallet file on disk: bounded reads, and writes that are atomic,
+//! The wallet file on disk: the lock that gives one command at a time the
+//! wallet, bounded reads of private files, and writes that are atomic,
 //! durable and readable by the owner only.
+//!
+//! The lock is an exclusive lock on `PATH.lock`, a file created next to the
+//! wallet and never removed (removing a lock file lets two processes lock two
+//! different files). Every read and write of the wallet happens while it is
+//! held, so two commands on one wallet run one after the other instead of
+//! overwriting each other's changes, and only one of them uses `PATH.tmp`.
 //!
 //! A write goes to `PATH.tmp` (created afresh with mode 0600), is flushed to
 //! the disk, and then takes the place of `PATH` by a rename; the directory is
@@ -19,8 +26,73 @@ use crate::ClientError;
 /// Largest wallet file this program reads, in bytes.
 pub(crate) const MAX_WALLET_LEN: u64 = 64 << 20;
 
+/// An exclusive lock on one wallet, released when dropped (or when the
+/// process ends, however it ends).
+#[derive(Debug)]
+pub(crate) struct WalletLock {
+    _file: File,
+}
+
+/// The lock file of the wallet at `path`: its name with `.lock` appended.
+pub(crate) fn lock_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".lock")
+}
+
+/// Takes the lock of the wallet at `path`, waiting for as long as another
+/// process (or another `Wallet` in this one) holds it.
+pub(crate) fn lock(path: &Path) -> Result<WalletLock, ClientError> {
+    let lock_path = lock_path(path);
+    let file = open_lock_file(&lock_path)?;
+    file.lock()
+        .map_err(|source| io_error(&lock_path, "lock", source))?;
+    Ok(WalletLock { _file: file })
+}
+
+/// Takes the lock of the wallet at `path` if it is free; `None` if another
+/// holds it.
+pub(crate) fn try_lock(path: &Path) -> Result<Option<WalletLock>, ClientError> {
+    let lock_path = lock_path(path);
+    let file = open_lock_file(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(WalletLock { _file: file })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(source)) => Err(io_error(&lock_path, "lock", source)),
+    }
+}
+
+fn open_lock_file(lock_path: &Path) -> Result<File, ClientError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(lock_path)
+        .map_err(|source| io_error(lock_path, "create the lock file of", source))
+}
+
+/// Fails with [`ClientError::WalletNotFound`] if there is no file at `path`,
+/// so that a mistyped path leaves no lock file behind.
+pub(crate) fn require_existing(path: &Path) -> Result<(), ClientError> {
+    match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Err(ClientError::WalletNotFound {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Fails with [`ClientError::WalletExists`] if there is a file at `path`.
+pub(crate) fn refuse_existing(path: &Path) -> Result<(), ClientError> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(ClientError::WalletExists {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// The wallet file's contents. They hold secrets, so the buffer is zeroised
-/// when dropped.
+/// when dropped, and a file that other users can read or change is refused.
 pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let file = File::open(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => ClientError::WalletNotFound {
@@ -28,10 +100,11 @@ pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         },
         _ => io_error(path, "open", source),
     })?;
-    let len = file
+    let metadata = file
         .metadata()
-        .map_err(|source| io_error(path, "read", source))?
-        .len();
+        .map_err(|source| io_error(path, "read", source))?;
+    check_private(path, &metadata)?;
+    let len = metadata.len();
     if len > MAX_WALLET_LEN {
         return Err(ClientError::Limit {
             what: "wallet file",
@@ -47,13 +120,30 @@ pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     Ok(contents)
 }
 
-/// Writes a new wallet at `path`, failing if any file is there already.
-pub(crate) fn create(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
-    if fs::symlink_metadata(path).is_ok() {
-        return Err(ClientError::WalletExists {
+/// Refuses a wallet file that users other than its owner can read or change:
+/// anyone who can read it can spend its scrip.
+#[cfg(unix)]
+fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<(), ClientError> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ClientError::WalletNotPrivate {
             path: path.to_owned(),
+            mode,
         });
     }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _metadata: &fs::Metadata) -> Result<(), ClientError> {
+    Ok(())
+}
+
+/// Writes a new wallet at `path`, failing if any file is there already.
+pub(crate) fn create(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
+    refuse_existing(path)?;
     let temporary = write_temporary(path, contents)?;
 
     let linked = match fs::hard_link(&temporary, path) {
@@ -87,8 +177,12 @@ pub(crate) fn replace(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
 
 /// The temporary file next to `path`: its name with `.tmp` appended.
 pub(crate) fn temporary_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -200,6 +294,44 @@ mod tests {
         replace(&path, b"b").unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_other_users_can_read_or_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.json");
+        create(&path, b"secret").unwrap();
+        for mode in [0o640, 0o604, 0o620] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            match read(&path) {
+                Err(ClientError::WalletNotPrivate { mode: seen, .. }) => assert_eq!(seen, mode),
+                other => panic!("{mode:o}: {other:?}"),
+            }
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(&*read(&path).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wallet.json");
+        let held = lock(&path).unwrap();
+        assert!(try_lock(&path).unwrap().is_none());
+
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || lock(&path).map(drop))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "a second lock waits");
+        drop(held);
+        waiter.join().unwrap().unwrap();
+        assert!(try_lock(&path).unwrap().is_some());
+        assert!(lock_path(&path).exists());
     }
 
     #[test]

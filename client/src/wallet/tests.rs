@@ -57,7 +57,7 @@ fn full_wallet() -> (TempDir, Wallet) {
     let (dir, mut wallet) = new_wallet();
     wallet.brokers.push(BrokerAccount {
         name: name("broker.example"),
-        url: "http://127.0.0.1:7001".into(),
+        url: "http://127.0.0.1:7100".into(),
         suite: Suite::Classic,
         account_id: 41,
         key: AccountKey::from_bytes(&[KEY_BYTE; 16]),
@@ -67,18 +67,18 @@ fn full_wallet() -> (TempDir, Wallet) {
     exchanging.in_flight = Some(InFlight::Exchange {
         vendor: name("news.example"),
         value: Amount::new(100),
-        vendor_url: Some("http://127.0.0.1:7002".into()),
+        vendor_url: Some("http://127.0.0.1:7200".into()),
     });
     wallet.broker_scrip.push(exchanging);
     wallet
         .broker_scrip
         .push(scrip("broker.example", 300, 2, NOW_S + 60));
     let mut paying = scrip("news.example", 100, 3, NOW_S + 60);
-    paying.vendor_url = Some("http://127.0.0.1:7002".into());
+    paying.vendor_url = Some("http://127.0.0.1:7200".into());
     paying.in_flight = Some(InFlight::Pay {
         variant: Variant::Private,
         item: "article-1".into(),
-        vendor_url: "http://127.0.0.1:7002".into(),
+        vendor_url: "http://127.0.0.1:7200".into(),
     });
     wallet.vendor_scrip.push(paying);
     wallet.pending_buys.push(PendingBuy {
@@ -95,6 +95,7 @@ fn full_wallet() -> (TempDir, Wallet) {
         broker: None,
         vendor: Some("news.example".into()),
         item: Some("article-0".into()),
+        url: Some("http://127.0.0.1:7200".into()),
         price: Some(Amount::new(30)),
         change: Some(Amount::new(70)),
         outcome: Outcome::Refused {
@@ -103,6 +104,14 @@ fn full_wallet() -> (TempDir, Wallet) {
     });
     wallet.save().unwrap();
     (dir, wallet)
+}
+
+/// Releases `wallet`'s lock and opens its file again, as the next command
+/// would.
+fn reopen(wallet: Wallet) -> Wallet {
+    let path = wallet.path().to_owned();
+    drop(wallet);
+    Wallet::open(path).unwrap()
 }
 
 fn refusal(reason: &'static str) -> ClientError {
@@ -123,7 +132,7 @@ fn keys(held: &[HeldScrip]) -> Vec<(String, u64)> {
 #[test]
 fn a_new_wallet_is_empty_and_reopens() {
     let (_dir, wallet) = new_wallet();
-    let reopened = Wallet::open(wallet.path()).unwrap();
+    let reopened = reopen(wallet);
     assert!(reopened.brokers().is_empty());
     assert!(reopened.history().is_empty());
     assert!(!reopened.has_unsettled_calls());
@@ -143,27 +152,29 @@ fn create_refuses_to_overwrite_a_wallet() {
 #[test]
 fn everything_survives_a_save_and_open() {
     let (_dir, wallet) = full_wallet();
-    let reopened = Wallet::open(wallet.path()).unwrap();
+    let (broker_scrip, vendor_scrip) = (wallet.broker_scrip.clone(), wallet.vendor_scrip.clone());
+    let (pending_buys, history) = (wallet.pending_buys.clone(), wallet.history.clone());
+    let reopened = reopen(wallet);
 
     let broker = &reopened.brokers()[0];
     assert_eq!(broker.name, name("broker.example"));
-    assert_eq!(broker.url, "http://127.0.0.1:7001");
+    assert_eq!(broker.url, "http://127.0.0.1:7100");
     assert_eq!(broker.account_id, 41);
     assert_eq!(broker.key().expose_bytes(), [KEY_BYTE; 16]);
     assert!(broker.sells_for(&name("news.example")));
 
-    for (old, new) in wallet.broker_scrip.iter().zip(&reopened.broker_scrip) {
+    for (old, new) in broker_scrip.iter().zip(&reopened.broker_scrip) {
         assert_eq!(old.scrip(), new.scrip());
         assert_eq!(old.secret(), new.secret());
         assert_eq!(old.in_flight(), new.in_flight());
     }
     assert_eq!(reopened.broker_scrip.len(), 2);
     let paying = &reopened.vendor_scrip()[0];
-    assert_eq!(paying.scrip(), wallet.vendor_scrip[0].scrip());
-    assert_eq!(paying.vendor_url(), Some("http://127.0.0.1:7002"));
-    assert_eq!(paying.in_flight(), wallet.vendor_scrip[0].in_flight());
-    assert_eq!(reopened.pending_buys(), wallet.pending_buys());
-    assert_eq!(reopened.history(), wallet.history());
+    assert_eq!(paying.scrip(), vendor_scrip[0].scrip());
+    assert_eq!(paying.vendor_url(), Some("http://127.0.0.1:7200"));
+    assert_eq!(paying.in_flight(), vendor_scrip[0].in_flight());
+    assert_eq!(reopened.pending_buys(), pending_buys);
+    assert_eq!(reopened.history(), history);
     assert!(reopened.has_unsettled_calls());
 }
 
@@ -191,12 +202,104 @@ fn the_file_is_readable_by_the_owner_only() {
 }
 
 #[test]
+fn a_second_wallet_on_one_file_waits_for_the_first() {
+    let (_dir, wallet) = new_wallet();
+    let path = wallet.path().to_owned();
+    assert!(matches!(
+        Wallet::try_open(&path),
+        Err(ClientError::WalletBusy { .. })
+    ));
+
+    let waiter = {
+        let path = path.clone();
+        std::thread::spawn(move || Wallet::open(path).map(|w| w.history().len()))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !waiter.is_finished(),
+        "open waits while the wallet is in use"
+    );
+    drop(wallet);
+    assert_eq!(waiter.join().unwrap().unwrap(), 0);
+    assert!(Wallet::try_open(&path).is_ok());
+}
+
+#[test]
+fn opening_a_missing_wallet_leaves_no_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.json");
+    assert!(matches!(
+        Wallet::open(&path),
+        Err(ClientError::WalletNotFound { .. })
+    ));
+    assert!(matches!(
+        Wallet::try_open(&path),
+        Err(ClientError::WalletNotFound { .. })
+    ));
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_wallet_other_users_can_read_is_refused_with_how_to_fix_it() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (_dir, wallet) = full_wallet();
+    let path = wallet.path().to_owned();
+    drop(wallet);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let error = Wallet::open(&path).unwrap_err();
+    assert!(
+        matches!(error, ClientError::WalletNotPrivate { mode: 0o644, .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("chmod 600 {}", path.display())),
+        "{text}"
+    );
+
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(Wallet::open(&path).is_ok());
+}
+
+#[test]
+fn a_wallet_of_a_newer_format_says_so() {
+    let (_dir, wallet) = full_wallet();
+    let path = wallet.path().to_owned();
+    drop(wallet);
+    let text = fs::read_to_string(&path).unwrap();
+    let newer = text
+        .replace("\"version\": 1", "\"version\": 2")
+        .replace("\"brokers\"", "\"accounts\"");
+    fs::write(&path, newer).unwrap();
+    let error = Wallet::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ClientError::WalletTooNew {
+                version: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("newer millicent"), "{error}");
+}
+
+#[test]
 fn a_damaged_file_is_refused_whole() {
     let (_dir, wallet) = full_wallet();
-    let text = fs::read_to_string(wallet.path()).unwrap();
+    let path = wallet.path().to_owned();
+    drop(wallet);
+    let text = fs::read_to_string(&path).unwrap();
+    let key = hex::encode([KEY_BYTE; 16]);
     let damaged = [
         "not json".to_owned(),
-        text.replace("\"version\": 1", "\"version\": 2"),
+        text.replace("\"version\": 1", "\"version\": 0"),
+        text.replace(&key, &key[..30]),
+        text.replace(&key, &format!("{key}00")),
         text.replace(
             "\"broker\": \"broker.example\"",
             "\"broker\": \"other.example\"",
@@ -205,10 +308,11 @@ fn a_damaged_file_is_refused_whole() {
         text.replace("\"variant\": \"private\"", "\"variant\": \"loud\""),
     ];
     for contents in damaged {
-        fs::write(wallet.path(), &contents).unwrap();
-        match Wallet::open(wallet.path()) {
+        fs::write(&path, &contents).unwrap();
+        match Wallet::open(&path) {
             Err(ClientError::WalletCorrupt { detail, .. }) => {
                 assert!(!detail.contains(&hex::encode([SECRET_BYTE; 4])), "{detail}");
+                assert!(!detail.contains(&hex::encode([KEY_BYTE; 4])), "{detail}");
             }
             other => panic!("{contents:.40}: {other:?}"),
         }
@@ -246,60 +350,100 @@ fn the_smallest_sufficient_spendable_vendor_scrip_is_picked() {
 }
 
 #[test]
-fn a_refusal_drops_scrip_that_can_never_be_spent_and_releases_the_rest() {
+fn only_a_double_spend_or_the_wallets_own_clock_drops_refused_scrip() {
     let (_dir, mut wallet) = new_wallet();
-    for seq in 1..=3 {
-        let mut held = scrip("news.example", 10 * u64::from(seq), seq, NOW_S + 60);
+    let live = protocol::now_ms() / 1000 + 3600;
+    // (reason refused with, scrip expiry); `None` is a lost answer.
+    let cases = [
+        (Some("double_spend"), live),
+        (Some("insufficient_value"), live),
+        (None, live),
+        (Some("bad_certificate"), live),
+        (Some("unknown_series"), live),
+        (Some("wrong_vendor"), live),
+        (Some("expired"), live),
+        (Some("expired"), 1),
+        (Some("bad_certificate"), 1),
+    ];
+    for (seq, (_, expires_at)) in (1..).zip(cases) {
+        let mut held = scrip("news.example", u64::from(seq), seq, expires_at);
         held.in_flight = Some(InFlight::Pay {
             variant: Variant::Secure,
             item: "a".into(),
-            vendor_url: "http://v".into(),
+            vendor_url: "http://other-node".into(),
         });
         wallet.vendor_scrip.push(held);
     }
-    let key = |seq| ScripKey {
-        vendor: name("news.example"),
-        id: ScripId::new(1, seq),
-    };
 
-    let mut entry = HistoryEntry::new(HistoryKind::Pay);
-    wallet
-        .record_failure(Purse::Vendor, &key(1), &mut entry, &refusal("double_spend"))
-        .unwrap();
-    assert_eq!(
-        entry.outcome,
-        Outcome::Refused {
-            reason: "double_spend".into()
+    let mut fates = Vec::new();
+    for (seq, (reason, _)) in (1..).zip(cases) {
+        let key = ScripKey {
+            vendor: name("news.example"),
+            id: ScripId::new(1, seq),
+        };
+        let mut entry = HistoryEntry::new(HistoryKind::Pay);
+        entry.url = Some("http://other-node".into());
+        let error = match reason {
+            Some(reason) => refusal(reason),
+            None => ClientError::from(tonic::Status::unavailable("connection reset")),
+        };
+        let error = wallet
+            .record_failure(Purse::Vendor, &key, &mut entry, error)
+            .unwrap();
+        match &error {
+            ClientError::ScripRefused {
+                node, reason, fate, ..
+            } => {
+                assert_eq!(node, "http://other-node");
+                assert_eq!(
+                    entry.outcome,
+                    Outcome::Refused {
+                        reason: reason.clone()
+                    }
+                );
+                let text = error.to_string();
+                assert!(text.starts_with("http://other-node refused"), "{text}");
+                assert!(text.contains(&fate.to_string()), "{text}");
+                fates.push(Some(*fate));
+            }
+            _ => {
+                assert!(error.outcome_unknown(), "{error}");
+                assert_eq!(entry.outcome, Outcome::Interrupted);
+                fates.push(None);
+            }
         }
-    );
-
-    let mut entry = HistoryEntry::new(HistoryKind::Pay);
-    wallet
-        .record_failure(
-            Purse::Vendor,
-            &key(2),
-            &mut entry,
-            &refusal("insufficient_value"),
-        )
-        .unwrap();
-
-    let mut entry = HistoryEntry::new(HistoryKind::Pay);
-    let lost = ClientError::from(tonic::Status::unavailable("connection reset"));
-    wallet
-        .record_failure(Purse::Vendor, &key(3), &mut entry, &lost)
-        .unwrap();
-    assert_eq!(entry.outcome, Outcome::Interrupted);
-
-    let reopened = Wallet::open(wallet.path()).unwrap();
+    }
+    use ScripFate::{Dropped, Kept};
     assert_eq!(
-        keys(reopened.vendor_scrip()),
-        vec![("news.example".into(), 20), ("news.example".into(), 30)]
+        fates,
+        [
+            Some(Dropped),
+            Some(Kept),
+            None,
+            Some(Kept),
+            Some(Kept),
+            Some(Kept),
+            Some(Kept),
+            Some(Dropped),
+            Some(Dropped)
+        ]
     );
-    assert_eq!(reopened.vendor_scrip()[0].in_flight(), None);
-    assert!(reopened.vendor_scrip()[1].in_flight().is_some());
+
+    let reopened = reopen(wallet);
+    let values: Vec<u64> = keys(reopened.vendor_scrip())
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, [2, 3, 4, 5, 6, 7]);
+    let in_flight: Vec<bool> = reopened
+        .vendor_scrip()
+        .iter()
+        .map(|held| held.in_flight().is_some())
+        .collect();
+    assert_eq!(in_flight, [false, true, false, false, false, false]);
     assert_eq!(
         reopened.history().len(),
-        2,
+        cases.len() - 1,
         "an interrupted call is not final"
     );
 }
@@ -389,6 +533,7 @@ fn history_entries_have_a_stable_json_form() {
         broker: Some("b".into()),
         vendor: Some("v".into()),
         item: None,
+        url: None,
         price: Some(Amount::new(12)),
         change: None,
         outcome: Outcome::Refused {
