@@ -6,7 +6,8 @@
 //! payment takes, dated evenly over the hour before now (as on a node that
 //! has served steadily for an hour, so that most reply records are past the
 //! retry window and pruned), and then times a fresh start of the node until
-//! it answers a call.
+//! it answers a call. The restart is a new `millicent-vendor` process, as
+//! after a crash, found next to this program.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +18,7 @@ use millicent_client::protocol::{connect_vendor, prices};
 use millicent_core::{ScripId, VendorName};
 use millicent_ledger::{Durability, Ledger, SpendStore};
 use millicent_vendor::{RunningVendor, VendorConfig};
+
 use serde::Serialize;
 
 /// The table the vendor node keeps its spends in.
@@ -97,12 +99,7 @@ pub async fn run(dir: &Path, spent: u32) -> anyhow::Result<RestartReport> {
     ledger.close().await?;
 
     eprintln!("restarting the vendor node ...");
-    let started = Instant::now();
-    let node = RunningVendor::start(config).await?;
-    let mut client = connect_vendor(&format!("http://{}", node.addr())).await?;
-    prices(&mut client).await?;
-    let restart = started.elapsed();
-    node.shutdown().await?;
+    let restart = time_process_restart(&config).await?;
 
     Ok(RestartReport {
         spent_ids: u64::from(spent),
@@ -111,6 +108,55 @@ pub async fn run(dir: &Path, spent: u32) -> anyhow::Result<RestartReport> {
         memory_bytes_per_spent_id: memory,
         restart_to_serving_secs: round_ms(restart),
     })
+}
+
+/// Starts the `millicent-vendor` binary on the node's store and times it
+/// until it answers `GetPrices`; then stops it.
+async fn time_process_restart(config: &VendorConfig) -> anyhow::Result<Duration> {
+    let binary = std::env::current_exe()?
+        .parent()
+        .context("this program has no directory")?
+        .join("millicent-vendor");
+    if !binary.exists() {
+        anyhow::bail!(
+            "{} not found: build it first with `cargo build --release -p millicent-vendor`",
+            binary.display()
+        );
+    }
+    let listen = free_port()?;
+    let url = format!("http://{listen}");
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--metrics-listen")
+        .arg(free_port()?.to_string())
+        .arg("--data-dir")
+        .arg(&config.data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let serving = loop {
+        if let Ok(mut client) = connect_vendor(&url).await
+            && prices(&mut client).await.is_ok()
+        {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("the restarted vendor node did not serve within two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    child.kill().await?;
+    Ok(serving)
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?)
 }
 
 fn round_ms(duration: Duration) -> f64 {
