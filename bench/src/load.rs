@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use millicent_client::protocol::{self, connect};
+use millicent_client::stream::PaymentStream;
 use millicent_core::{Amount, CustomerSecret, Scrip, Variant, VendorName};
 use millicent_proto::broker_service_client::BrokerServiceClient;
 use millicent_proto::vendor_service_client::VendorServiceClient;
@@ -39,6 +40,33 @@ pub struct LoadPlan {
     pub scrip_value: Amount,
     /// Set to end the paying phase before its deadline.
     pub stop: Arc<AtomicBool>,
+    /// Pay on `PayStream` calls (one per channel) instead of one unary
+    /// `Pay` call per payment.
+    pub stream: bool,
+}
+
+/// How a customer's payments travel.
+#[derive(Clone)]
+enum Payer {
+    /// One unary `Pay` call per payment.
+    Unary(VendorServiceClient<Channel>),
+    /// A stream shared with the other customers on the same channel.
+    Stream(Arc<PaymentStream>),
+}
+
+impl Payer {
+    async fn pay(
+        &mut self,
+        scrip: &Scrip,
+        secret: &CustomerSecret,
+        variant: Variant,
+        item: &str,
+    ) -> Result<protocol::Paid, millicent_client::ClientError> {
+        match self {
+            Payer::Unary(client) => protocol::pay(client, scrip, secret, variant, item).await,
+            Payer::Stream(stream) => stream.pay(scrip, secret, variant, item).await,
+        }
+    }
 }
 
 /// One customer, funded and holding vendor scrip.
@@ -130,9 +158,21 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     let rejected = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + plan.duration;
+    let mut payers_by_channel = Vec::new();
+    for channel in &channels {
+        let mut client = VendorServiceClient::new(channel.clone());
+        payers_by_channel.push(if plan.stream {
+            let stream = PaymentStream::open(&mut client)
+                .await
+                .context("opening a payment stream")?;
+            Payer::Stream(Arc::new(stream))
+        } else {
+            Payer::Unary(client)
+        });
+    }
     let mut payers = tokio::task::JoinSet::new();
     for (index, customer) in customers.into_iter().enumerate() {
-        let client = VendorServiceClient::new(channels[index % channels.len()].clone());
+        let client = payers_by_channel[index % payers_by_channel.len()].clone();
         let (accepted, rejected) = (accepted.clone(), rejected.clone());
         let (item, variant) = (item.clone(), plan.variant);
         let until = Until {
@@ -256,7 +296,7 @@ struct PayerOutcome {
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 async fn pay_until(
-    mut client: VendorServiceClient<Channel>,
+    mut client: Payer,
     customer: Customer,
     item: &str,
     variant: Variant,
@@ -276,7 +316,7 @@ async fn pay_until(
     let mut lost = 0;
     while until.going() {
         let sent = Instant::now();
-        match protocol::pay(&mut client, &scrip, &secret, variant, item).await {
+        match client.pay(&scrip, &secret, variant, item).await {
             Ok(paid) => {
                 latency_us.saturating_record(sent.elapsed().as_micros() as u64);
                 accepted.fetch_add(1, Ordering::Relaxed);

@@ -75,6 +75,11 @@ struct DemoArgs {
     #[arg(long, default_value = "secure", value_parser = parse_variant)]
     variant: Variant,
 
+    /// Pay on streams (`PayStream`, one per connection) instead of one
+    /// unary call per payment.
+    #[arg(long)]
+    stream: bool,
+
     /// Value of vendor scrip each customer buys, in the smallest unit.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     scrip_value: u64,
@@ -177,6 +182,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         variant: args.variant,
         scrip_value: Amount::new(args.scrip_value),
         stop: Default::default(),
+        stream: args.stream,
     };
 
     // Ctrl-C ends the paying early; the summary and the clean-up still run.
@@ -194,7 +200,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let result = result?;
 
-    let report = report::Report::new(&result, plan.customers, plan.variant.name());
+    let mode = if plan.stream { "stream" } else { "unary" };
+    let report = report::Report::new(&result, plan.customers, plan.variant.name(), mode);
     println!("\n{}", report.table());
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;

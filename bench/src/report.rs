@@ -48,6 +48,8 @@ pub struct Report {
     pub customers: usize,
     /// Payment variant.
     pub variant: String,
+    /// `unary` (one call per payment) or `stream` (`PayStream`).
+    pub mode: String,
     /// Vendor paid.
     pub vendor: String,
     /// Item bought.
@@ -56,7 +58,7 @@ pub struct Report {
 
 impl Report {
     /// Summarises a load run.
-    pub fn new(result: &LoadResult, customers: usize, variant: &str) -> Report {
+    pub fn new(result: &LoadResult, customers: usize, variant: &str, mode: &str) -> Report {
         let ms = |quantile: f64| result.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
         let seconds = result.elapsed.as_secs_f64().max(1e-9);
         Report {
@@ -80,6 +82,7 @@ impl Report {
             duration_secs: seconds,
             customers,
             variant: variant.to_owned(),
+            mode: mode.to_owned(),
             vendor: result.vendor.as_str().to_owned(),
             item: result.item.clone(),
         }
@@ -163,8 +166,8 @@ impl Report {
             );
         }
         line(
-            "customers, variant",
-            format!("{}, {}", self.customers, self.variant),
+            "customers, variant, mode",
+            format!("{}, {}, {}", self.customers, self.variant, self.mode),
         );
         out
     }

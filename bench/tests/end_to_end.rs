@@ -123,6 +123,75 @@ async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
     network.shutdown().await.unwrap();
 }
 
+/// Payments on one `PayStream`, shared by concurrent payers: each gets its
+/// own checked reply, and a replay on the stream is refused.
+#[tokio::test]
+async fn payers_share_a_payment_stream() {
+    let network = LocalNetwork::start(None).await.unwrap();
+    let mut broker = connect_broker(&network.broker_url()).await.unwrap();
+    let mut vendor = connect_vendor(&network.vendor_url()).await.unwrap();
+    let offer = protocol::prices(&mut vendor).await.unwrap().remove(0);
+    let item = offer
+        .items
+        .iter()
+        .find(|item| item.price == Amount::new(1))
+        .unwrap()
+        .clone();
+    let info = protocol::broker_info(&mut broker).await.unwrap();
+    let (account, key) = protocol::open_account(&mut broker).await.unwrap();
+    let token = network.operator_token().to_owned();
+    protocol::credit(&mut broker, &token, account, Amount::new(100), "d")
+        .await
+        .unwrap();
+    let stream = std::sync::Arc::new(
+        millicent_client::stream::PaymentStream::open(&mut vendor)
+            .await
+            .unwrap(),
+    );
+
+    let mut payers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let bought = protocol::buy_broker_scrip(
+            &mut broker,
+            info.suite,
+            account,
+            key.expose_bytes(),
+            Amount::new(20),
+        )
+        .await
+        .unwrap();
+        let exchanged = protocol::exchange(
+            &mut broker,
+            &bought.scrip,
+            &bought.secret,
+            &offer.vendor,
+            Amount::new(20),
+        )
+        .await
+        .unwrap();
+        let (stream, item) = (stream.clone(), item.name.clone());
+        payers.spawn(async move {
+            let (first, secret) = (exchanged.vendor_scrip, exchanged.vendor_secret);
+            let mut scrip = first.clone();
+            for _ in 0..10 {
+                let paid = stream
+                    .pay(&scrip, &secret, Variant::Secure, &item)
+                    .await
+                    .unwrap();
+                scrip = paid.change.unwrap();
+            }
+            assert_eq!(scrip.value(), Amount::new(10));
+            let replay = stream.pay(&first, &secret, Variant::Private, &item).await;
+            assert_eq!(reason(&replay.unwrap_err()), "double_spend");
+        });
+    }
+    while let Some(payer) = payers.join_next().await {
+        payer.unwrap();
+    }
+    drop(stream);
+    network.shutdown().await.unwrap();
+}
+
 /// Scrip that a licensed minter made correctly but that has expired.
 #[tokio::test]
 async fn expired_scrip_is_refused_and_stays_unspent() {

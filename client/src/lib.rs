@@ -31,6 +31,7 @@
 pub mod convert;
 mod error;
 pub mod protocol;
+pub mod stream;
 pub mod wallet;
 
 pub use convert::{scrip_from_wire, scrip_to_wire};

@@ -586,14 +586,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// A random nonce of the length `suite` seals with.
-fn random_nonce(suite: Suite) -> Vec<u8> {
+pub(crate) fn random_nonce(suite: Suite) -> Vec<u8> {
     let mut nonce = vec![0u8; suite.nonce_len()];
     rand::fill(&mut nonce[..]);
     nonce
 }
 
 /// The request stamp as sent: empty in the clear variant.
-fn stamp_bytes(payment: &Payment) -> Vec<u8> {
+pub(crate) fn stamp_bytes(payment: &Payment) -> Vec<u8> {
     payment
         .request_stamp
         .map(|stamp| stamp.as_bytes().to_vec())
@@ -602,7 +602,7 @@ fn stamp_bytes(payment: &Payment) -> Vec<u8> {
 
 /// Preparing a payment fails only on the caller's input: a request too
 /// long for the protocol.
-fn prepare_error(error: millicent_core::Error) -> ClientError {
+pub(crate) fn prepare_error(error: millicent_core::Error) -> ClientError {
     match error {
         millicent_core::Error::TooLarge { what, actual, max } => ClientError::Limit {
             what,

@@ -1,0 +1,153 @@
+//! Many payments on one `PayStream` call, for gateways and heavy clients.
+//!
+//! A [`PaymentStream`] is shared by any number of concurrent payers: each
+//! [`PaymentStream::pay`] tags its payment with a fresh sequence number and
+//! waits for the reply carrying it, so replies may come back in any order.
+//! Every reply is checked exactly as a unary [`pay`](crate::protocol::pay)
+//! checks it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use millicent_core::{CustomerSecret, Payment, Scrip, Variant};
+use millicent_proto as wire;
+use millicent_proto::vendor_service_client::VendorServiceClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::ClientError;
+use crate::convert::{payment_reply_from_wire, scrip_to_wire, variant_to_wire};
+use crate::protocol::{Paid, prepare_error, random_nonce, stamp_bytes};
+
+/// Payments sent but not yet answered, by sequence number.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<wire::PayStreamReply>>>>;
+
+/// How many payments may wait to be sent on the stream.
+const SEND_QUEUE: usize = 1024;
+
+/// One open `PayStream` call to a vendor node.
+pub struct PaymentStream {
+    requests: mpsc::Sender<wire::PayStreamRequest>,
+    pending: Pending,
+    next_sequence: AtomicU64,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl PaymentStream {
+    /// Opens a stream on `client`'s connection.
+    pub async fn open(
+        client: &mut VendorServiceClient<Channel>,
+    ) -> Result<PaymentStream, ClientError> {
+        let (requests, outgoing) = mpsc::channel(SEND_QUEUE);
+        let mut replies = client
+            .pay_stream(ReceiverStream::new(outgoing))
+            .await?
+            .into_inner();
+        let pending: Pending = Arc::default();
+        let dispatch = pending.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(reply)) = replies.message().await {
+                let waiter = lock(&dispatch).remove(&reply.sequence);
+                if let Some(waiter) = waiter {
+                    // A payer that gave up no longer needs its reply.
+                    let _ = waiter.send(reply);
+                }
+            }
+            // The stream ended: wake every payer still waiting, so that it
+            // sees the outcome as unknown instead of waiting for ever.
+            lock(&dispatch).clear();
+        });
+        Ok(PaymentStream {
+            requests,
+            pending,
+            next_sequence: AtomicU64::new(0),
+            reader,
+        })
+    }
+
+    /// Pays for `item` with `scrip` on the stream and checks the reply, like
+    /// [`pay`](crate::protocol::pay). If the stream breaks before the reply,
+    /// the error has no reason and the payment's outcome is unknown: send the
+    /// same payment again (on a new stream or by unary `Pay`).
+    pub async fn pay(
+        &self,
+        scrip: &Scrip,
+        secret: &CustomerSecret,
+        variant: Variant,
+        item: &str,
+    ) -> Result<Paid, ClientError> {
+        let payment = Payment::prepare(
+            scrip.clone(),
+            secret,
+            variant,
+            item.as_bytes(),
+            &random_nonce(scrip.suite()),
+        )
+        .map_err(prepare_error)?;
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+        let (waiter, answer) = oneshot::channel();
+        lock(&self.pending).insert(sequence, waiter);
+        let request = wire::PayStreamRequest {
+            sequence,
+            payment: Some(wire::PayRequest {
+                scrip: Some(scrip_to_wire(scrip)),
+                variant: variant_to_wire(variant) as i32,
+                request: payment.request.clone(),
+                request_stamp: stamp_bytes(&payment),
+            }),
+        };
+        if self.requests.send(request).await.is_err() {
+            lock(&self.pending).remove(&sequence);
+            return Err(stream_broken());
+        }
+        let reply = answer.await.map_err(|_| stream_broken())?;
+
+        match reply.result {
+            Some(wire::pay_stream_reply::Result::Reply(reply)) => {
+                let checked = payment_reply_from_wire(scrip.suite(), &reply)?;
+                let goods = checked.open(&payment, secret)?;
+                Ok(Paid {
+                    goods,
+                    change: checked.change,
+                    price: checked.price,
+                })
+            }
+            Some(wire::pay_stream_reply::Result::Refusal(refusal)) => Err(ClientError::Refused {
+                reason: refusal.reason,
+                code: tonic::Code::from(refusal.code as i32),
+                message: refusal.message,
+            }),
+            None => Err(ClientError::BadReply {
+                call: "PayStream",
+                detail: "carries neither a reply nor a refusal".to_owned(),
+            }),
+        }
+    }
+}
+
+impl Drop for PaymentStream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn lock(
+    pending: &Pending,
+) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<wire::PayStreamReply>>> {
+    // Only inserts and removes happen under the lock; a panic cannot leave
+    // the map half-changed.
+    pending
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn stream_broken() -> ClientError {
+    ClientError::Rpc {
+        code: tonic::Code::Unavailable,
+        message: "the payment stream broke before the reply; the payment may or may not have \
+                  been accepted: send the same payment again"
+            .to_owned(),
+    }
+}
