@@ -497,6 +497,30 @@ pub struct Paid {
     pub price: Amount,
 }
 
+/// A payment for `item` and the `PayRequest` that carries it.
+pub(crate) fn prepare_payment(
+    scrip: &Scrip,
+    secret: &CustomerSecret,
+    variant: Variant,
+    item: &str,
+) -> Result<(Payment, wire::PayRequest), ClientError> {
+    let payment = Payment::prepare(
+        scrip.clone(),
+        secret,
+        variant,
+        item.as_bytes(),
+        &random_nonce(scrip.suite()),
+    )
+    .map_err(prepare_error)?;
+    let request = wire::PayRequest {
+        scrip: Some(scrip_to_wire(scrip)),
+        variant: variant_to_wire(variant) as i32,
+        request: payment.request.clone(),
+        request_stamp: stamp_bytes(&payment),
+    };
+    Ok((payment, request))
+}
+
 /// Pays for `item` with `scrip` in `variant` and checks the reply: change
 /// for the same customer worth value minus price and, except in the clear
 /// variant, the reply stamp. `secret` is the scrip's customer secret.
@@ -507,23 +531,8 @@ pub async fn pay(
     variant: Variant,
     item: &str,
 ) -> Result<Paid, ClientError> {
-    let payment = Payment::prepare(
-        scrip.clone(),
-        secret,
-        variant,
-        item.as_bytes(),
-        &random_nonce(scrip.suite()),
-    )
-    .map_err(prepare_error)?;
-    let reply = client
-        .pay(wire::PayRequest {
-            scrip: Some(scrip_to_wire(scrip)),
-            variant: variant_to_wire(variant) as i32,
-            request: payment.request.clone(),
-            request_stamp: stamp_bytes(&payment),
-        })
-        .await?
-        .into_inner();
+    let (payment, request) = prepare_payment(scrip, secret, variant, item)?;
+    let reply = client.pay(request).await?.into_inner();
 
     let checked = payment_reply_from_wire(scrip.suite(), &reply)?;
     let goods = checked.open(&payment, secret)?;
@@ -586,14 +595,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// A random nonce of the length `suite` seals with.
-pub(crate) fn random_nonce(suite: Suite) -> Vec<u8> {
+fn random_nonce(suite: Suite) -> Vec<u8> {
     let mut nonce = vec![0u8; suite.nonce_len()];
     rand::fill(&mut nonce[..]);
     nonce
 }
 
 /// The request stamp as sent: empty in the clear variant.
-pub(crate) fn stamp_bytes(payment: &Payment) -> Vec<u8> {
+fn stamp_bytes(payment: &Payment) -> Vec<u8> {
     payment
         .request_stamp
         .map(|stamp| stamp.as_bytes().to_vec())
@@ -602,7 +611,7 @@ pub(crate) fn stamp_bytes(payment: &Payment) -> Vec<u8> {
 
 /// Preparing a payment fails only on the caller's input: a request too
 /// long for the protocol.
-pub(crate) fn prepare_error(error: millicent_core::Error) -> ClientError {
+fn prepare_error(error: millicent_core::Error) -> ClientError {
     match error {
         millicent_core::Error::TooLarge { what, actual, max } => ClientError::Limit {
             what,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use millicent_core::{CustomerSecret, Payment, Scrip, Variant};
+use millicent_core::{CustomerSecret, Scrip, Variant};
 use millicent_proto as wire;
 use millicent_proto::vendor_service_client::VendorServiceClient;
 use tokio::sync::{mpsc, oneshot};
@@ -18,8 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::ClientError;
-use crate::convert::{payment_reply_from_wire, scrip_to_wire, variant_to_wire};
-use crate::protocol::{Paid, prepare_error, random_nonce, stamp_bytes};
+use crate::convert::payment_reply_from_wire;
+use crate::protocol::{Paid, prepare_payment};
 
 /// Payments sent but not yet answered, by sequence number.
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<wire::PayStreamReply>>>>;
@@ -78,25 +78,13 @@ impl PaymentStream {
         variant: Variant,
         item: &str,
     ) -> Result<Paid, ClientError> {
-        let payment = Payment::prepare(
-            scrip.clone(),
-            secret,
-            variant,
-            item.as_bytes(),
-            &random_nonce(scrip.suite()),
-        )
-        .map_err(prepare_error)?;
+        let (payment, request) = prepare_payment(scrip, secret, variant, item)?;
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
         lock(&self.pending).insert(sequence, waiter);
         let request = wire::PayStreamRequest {
             sequence,
-            payment: Some(wire::PayRequest {
-                scrip: Some(scrip_to_wire(scrip)),
-                variant: variant_to_wire(variant) as i32,
-                request: payment.request.clone(),
-                request_stamp: stamp_bytes(&payment),
-            }),
+            payment: Some(request),
         };
         if self.requests.send(request).await.is_err() {
             lock(&self.pending).remove(&sequence);
