@@ -1,4 +1,5 @@
-//! Crash safety of the real `millicent-vendor` binary under `kill -9`.
+//! Crash safety of the real `millicent-vendor` binary: under `kill -9`, and
+//! on a disk that fills up.
 //!
 //! Customers pay in chains (each payment's change pays the next) while the
 //! node is killed with SIGKILL at random moments and restarted on the same
@@ -448,4 +449,144 @@ async fn accepted_payments_survive_kill_9_and_are_never_accepted_twice() {
         accepted.len() + last_replies.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A small tmpfs mounted over a directory, so that the store can fill it.
+/// Needs root (as the test command runs in CI); unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> SmallDisk {
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .expect("cannot run mount");
+        assert!(
+            status.success(),
+            "this test fills a small tmpfs and needs to mount one, which takes root"
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("cannot run mount");
+        assert!(status.success(), "cannot grow the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// Pays with one customer's change until the node refuses a payment for
+/// lack of storage; returns the payments accepted and the refused one.
+async fn pay_until_the_disk_is_full(
+    url: String,
+    mut scrip: Scrip,
+    secret: CustomerSecret,
+) -> (Vec<(Scrip, wire::PayRequest)>, wire::PayRequest, Scrip) {
+    let mut client = lazy_client(&url);
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the disk never filled up");
+        let payment =
+            Payment::prepare(scrip.clone(), &secret, Variant::Secure, b"headline", &NONCE).unwrap();
+        let request = pay_request(&payment);
+        match client.pay(request.clone()).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let change = reply_from_wire(&reply).change.unwrap();
+                accepted.push((std::mem::replace(&mut scrip, change), request));
+            }
+            Err(status) if reason(&status) == "storage" => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                return (accepted, request, scrip);
+            }
+            Err(status) => panic!("unexpected refusal: {status:?}"),
+        }
+    }
+}
+
+/// Disk full: payments are refused with `storage` and nothing answered as
+/// accepted is lost. After the disk grows and the node restarts, every
+/// accepted payment is still spent, and every refused one can be sent again
+/// unchanged and is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_payments_and_loses_no_accepted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path(), "3m");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let url = format!("http://{listen}");
+    let config = write_config(dir.path(), listen);
+    let mut node = NodeProcess::start(&config);
+    let mut client = wait_serving(&mut node, &url).await;
+    let mut broker = Broker::licensed(&mut client, "news.example").await;
+
+    let mut customers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let scrip = broker.mint(START_VALUE);
+        let secret = broker.secret(&scrip);
+        customers.spawn(pay_until_the_disk_is_full(url.clone(), scrip, secret));
+    }
+    let mut results = Vec::new();
+    while let Some(result) = customers.join_next().await {
+        results.push(result.unwrap());
+    }
+    node.check_running();
+    assert!(
+        results
+            .iter()
+            .map(|(accepted, _, _)| accepted.len())
+            .sum::<usize>()
+            > 0
+    );
+
+    node.kill();
+    disk.grow("64m");
+    let mut node = NodeProcess::start(&config);
+    let mut client = wait_serving(&mut node, &url).await;
+    for (accepted, refused, unspent) in results {
+        for (scrip, _) in &accepted {
+            let secret = broker.secret(scrip);
+            let other = Payment::prepare(
+                scrip.clone(),
+                &secret,
+                Variant::Secure,
+                b"article-1",
+                &NONCE,
+            )
+            .unwrap();
+            let status = client.pay(pay_request(&other)).await.unwrap_err();
+            assert_eq!(
+                reason(&status),
+                "double_spend",
+                "an accepted payment was lost"
+            );
+        }
+        let reply = client
+            .pay(refused)
+            .await
+            .expect("a refused payment, sent again, pays");
+        let change = reply_from_wire(&reply.into_inner()).change.unwrap();
+        assert_eq!(change.value().units(), unspent.value().units() - 1);
+    }
+    node.kill();
 }
