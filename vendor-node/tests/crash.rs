@@ -12,6 +12,11 @@
 //!
 //! The kill delays come from a seeded generator; the seed is printed, and
 //! `MILLICENT_CRASH_SEED=<seed>` repeats a run.
+//!
+//! A second test puts the store on a small tmpfs (mounting it takes root,
+//! which the test command has in CI) and pays until the disk is full: the
+//! node refuses with `storage`, and after the disk grows and the node
+//! restarts, nothing it had accepted is lost.
 
 // A test: any surprise should stop it at once, with the value in the message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
