@@ -19,7 +19,7 @@ use crate::amount::Amount;
 use crate::keys::KeyRing;
 use crate::scrip::{Scrip, ScripBody, ScripId};
 use crate::secret::CustomerSecret;
-use crate::suite::{Mac, SealPurpose, Suite};
+use crate::suite::{Mac, PreparedKey, SealPurpose, Suite};
 use crate::{Error, Result};
 
 /// Longest request (sealed or not), in bytes.
@@ -68,15 +68,21 @@ impl Variant {
 
 /// The request stamp over `scrip` and the plaintext `request`.
 pub fn request_stamp(secret: &CustomerSecret, scrip: &Scrip, request: &[u8]) -> Mac {
-    scrip.suite().mac(
-        secret.expose_bytes(),
-        &[
-            REQUEST_STAMP_LABEL,
-            scrip.encoded_body(),
-            scrip.certificate().as_bytes(),
-            request,
-        ],
+    request_stamp_with(
+        &scrip.suite().prepare(secret.expose_bytes()),
+        scrip,
+        request,
     )
+}
+
+/// [`request_stamp`] with the customer secret already prepared as a key.
+fn request_stamp_with(key: &PreparedKey, scrip: &Scrip, request: &[u8]) -> Mac {
+    key.mac(&[
+        REQUEST_STAMP_LABEL,
+        scrip.encoded_body(),
+        scrip.certificate().as_bytes(),
+        request,
+    ])
 }
 
 /// The reply stamp over a reply to the payment with `request_stamp`.
@@ -87,21 +93,33 @@ pub fn reply_stamp(
     change: Option<&Scrip>,
     goods: &[u8],
 ) -> Mac {
+    reply_stamp_with(
+        &suite.prepare(secret.expose_bytes()),
+        request_stamp,
+        change,
+        goods,
+    )
+}
+
+/// [`reply_stamp`] with the customer secret already prepared as a key.
+fn reply_stamp_with(
+    key: &PreparedKey,
+    request_stamp: &Mac,
+    change: Option<&Scrip>,
+    goods: &[u8],
+) -> Mac {
     let (flag, body, certificate): (&[u8], &[u8], &[u8]) = match change {
         Some(change) => (&[1], change.encoded_body(), change.certificate().as_bytes()),
         None => (&[0], &[], &[]),
     };
-    suite.mac(
-        secret.expose_bytes(),
-        &[
-            REPLY_STAMP_LABEL,
-            request_stamp.as_bytes(),
-            flag,
-            body,
-            certificate,
-            goods,
-        ],
-    )
+    key.mac(&[
+        REPLY_STAMP_LABEL,
+        request_stamp.as_bytes(),
+        flag,
+        body,
+        certificate,
+        goods,
+    ])
 }
 
 /// A payment as it arrives at a vendor.
@@ -172,6 +190,7 @@ impl Payment {
                 variant: Variant::Clear,
                 request: self.request,
                 customer_secret: None,
+                stamp_key: None,
                 request_stamp: None,
             });
         };
@@ -185,7 +204,9 @@ impl Payment {
             }
             _ => self.request,
         };
-        if request_stamp(&secret, &self.scrip, &request) != stamp {
+        // Both stamps are keyed by the customer secret: prepare it once.
+        let stamp_key = body.suite.prepare(secret.expose_bytes());
+        if request_stamp_with(&stamp_key, &self.scrip, &request) != stamp {
             return Err(Error::BadRequestStamp);
         }
         Ok(VerifiedPayment {
@@ -193,6 +214,7 @@ impl Payment {
             variant: self.variant,
             request,
             customer_secret: Some(secret),
+            stamp_key: Some(stamp_key),
             request_stamp: Some(stamp),
         })
     }
@@ -215,6 +237,8 @@ pub struct VerifiedPayment {
     scrip: Scrip,
     variant: Variant,
     request: Vec<u8>,
+    /// The customer secret prepared as the stamps' key.
+    stamp_key: Option<PreparedKey>,
     customer_secret: Option<CustomerSecret>,
     request_stamp: Option<Mac>,
 }
@@ -300,9 +324,9 @@ impl VerifiedPayment {
             }
             _ => goods.to_vec(),
         };
-        let reply_stamp = match (&self.customer_secret, &self.request_stamp) {
-            (Some(secret), Some(request)) => {
-                Some(reply_stamp(suite, secret, request, change.as_ref(), &goods))
+        let reply_stamp = match (&self.stamp_key, &self.request_stamp) {
+            (Some(key), Some(request)) => {
+                Some(reply_stamp_with(key, request, change.as_ref(), &goods))
             }
             _ => None,
         };
