@@ -6,7 +6,8 @@
 //! decode the scrip bytes as they arrive, check certificate, expiry,
 //! customer secret and request stamp, then mint the change and stamp the
 //! reply. The spent-ID check is measured separately, as is the customer's
-//! share. Results are recorded in docs/BENCHMARKS.md.
+//! share. Every suite is measured in the same run, so the figures compare
+//! side by side. Results are recorded in docs/BENCHMARKS.md.
 
 // Set-up that fails is a broken benchmark: unwrapping says so at once.
 #![allow(clippy::unwrap_used)]
@@ -52,11 +53,17 @@ fn scrip(keys: &KeyRing, suite: Suite, seq: u32) -> Scrip {
 }
 
 fn validate_and_change(c: &mut Criterion) {
-    let suite = Suite::Classic;
+    for &suite in Suite::ALL {
+        payment_in_suite(c, suite);
+    }
+}
+
+fn payment_in_suite(c: &mut Criterion, suite: Suite) {
+    let nonce = vec![0u8; suite.nonce_len()];
     let keys = key_ring(suite);
     let paid = scrip(&keys, suite, 7);
     let secret = keys.customer_secret(suite, paid.body().cust_id).unwrap();
-    let payment = Payment::prepare(paid, &secret, Variant::Secure, b"article-1", &[0; 8]).unwrap();
+    let payment = Payment::prepare(paid, &secret, Variant::Secure, b"article-1", &nonce).unwrap();
     let (body, certificate) = (
         payment.scrip.encoded_body().to_vec(),
         payment.scrip.certificate().as_bytes().to_vec(),
@@ -120,7 +127,7 @@ fn validate_and_change(c: &mut Criterion) {
                 &secret,
                 Variant::Secure,
                 b"article-1",
-                &[0; 8],
+                &nonce,
             )
             .unwrap();
             black_box(reply.open(&sent, &secret).unwrap())

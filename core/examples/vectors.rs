@@ -1,6 +1,10 @@
-//! Prints the protocol test vectors of docs/test-vectors/ as JSON.
+//! Prints the protocol test vectors of docs/test-vectors/ as JSON, for the
+//! suite named as the only argument:
 //!
-//! `cargo run -p millicent-core --example vectors > docs/test-vectors/classic.json`
+//! ```text
+//! cargo run -p millicent-core --example vectors classic > docs/test-vectors/classic.json
+//! cargo run -p millicent-core --example vectors modern > docs/test-vectors/modern.json
+//! ```
 //!
 //! The inputs are fixed, so the output only changes if the protocol does;
 //! `core/tests/vectors.rs` recomputes every output from the checked-in file.
@@ -26,7 +30,8 @@ fn secret(seed: u8) -> [u8; 32] {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let suite = Suite::Classic;
+    let name = std::env::args().nth(1).ok_or("usage: vectors SUITE")?;
+    let suite = Suite::from_name(&name).ok_or("unknown suite")?;
     let vendor = VendorName::new("news.example")?;
     let scrip_secret = MasterSecret::new(suite, secret(0x10));
     let customer_master = MasterSecret::new(suite, secret(0x40));
@@ -204,7 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exchange_requests = vec![
         json!({ "vendor": vendor.as_str(), "value": "500", "encoding": hex::encode(exchange.encode()) }),
     ];
-    let sealed_cs = seal_customer_secret(suite, &cs, &bytes(0x55, 8), &cs)?;
+    let sealed_cs = seal_customer_secret(suite, &cs, &bytes(0x55, suite.nonce_len()), &cs)?;
     let exchange_goods_vectors = vec![json!({
         "vendor_scrip": hex::encode(scrip.encode()),
         "sealed_customer_secret": hex::encode(&sealed_cs),
@@ -213,8 +218,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut payments = Vec::new();
     for variant in Variant::ALL {
-        let request_nonce = bytes(0x21, 8);
-        let reply_nonce = bytes(0x22, 8);
+        let request_nonce = bytes(0x21, suite.nonce_len());
+        let reply_nonce = bytes(0x22, suite.nonce_len());
         let payment = Payment::prepare(scrip.clone(), &cs, variant, request, &request_nonce)?;
         let verified = payment.clone().verify(&keys, now)?;
         let slot = ChangeSlot {

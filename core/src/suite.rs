@@ -1,6 +1,6 @@
 //! Cipher suites: the keyed hash behind certificates and stamps, and the
-//! sealing (encrypt-then-MAC) behind the private variant and handed-out
-//! customer secrets.
+//! sealing (authenticated encryption) behind the private variant and
+//! handed-out customer secrets.
 //!
 //! A suite is a value carried in the first byte of every scrip body, so a
 //! party can tell which suite a piece of scrip uses before doing anything
@@ -9,9 +9,13 @@
 
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::{Aead, Payload};
 use hmac::{Hmac, KeyInit, Mac as _};
 use md5::Md5;
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 use crate::{Error, Result};
 
@@ -28,11 +32,18 @@ pub enum Suite {
     /// over nonce and ciphertext, for sealing. Both primitives are broken by
     /// today's standards; the suite exists to be faithful and interoperable.
     Classic = 1,
+    /// The suite for new deployments: HMAC-SHA-256 for certificates, stamps
+    /// and key derivation; ChaCha20-Poly1305 for sealing, under a key
+    /// derived from the sealing key, with the purpose as associated data.
+    Modern = 2,
 }
 
 impl Suite {
     /// Every suite this build knows.
-    pub const ALL: &'static [Suite] = &[Suite::Classic];
+    pub const ALL: &'static [Suite] = &[Suite::Classic, Suite::Modern];
+
+    /// The suite a configuration gets when it names none.
+    pub const DEFAULT: Suite = Suite::Modern;
 
     /// The suite's byte on the wire.
     pub const fn id(self) -> u8 {
@@ -43,6 +54,7 @@ impl Suite {
     pub fn from_id(id: u8) -> Result<Suite> {
         match id {
             1 => Ok(Suite::Classic),
+            2 => Ok(Suite::Modern),
             other => Err(Error::UnknownSuite(other)),
         }
     }
@@ -51,6 +63,7 @@ impl Suite {
     pub const fn name(self) -> &'static str {
         match self {
             Suite::Classic => "classic",
+            Suite::Modern => "modern",
         }
     }
 
@@ -66,6 +79,7 @@ impl Suite {
     pub const fn mac_len(self) -> usize {
         match self {
             Suite::Classic => 16,
+            Suite::Modern => 32,
         }
     }
 
@@ -73,6 +87,7 @@ impl Suite {
     pub const fn nonce_len(self) -> usize {
         match self {
             Suite::Classic => 8,
+            Suite::Modern => 12,
         }
     }
 
@@ -81,6 +96,8 @@ impl Suite {
         match self {
             // nonce, PKCS#7 padding to the next 8-byte block, tag
             Suite::Classic => 8 + (8 - len % 8) + 16,
+            // nonce, Poly1305 tag
+            Suite::Modern => 12 + 16,
         }
     }
 
@@ -89,6 +106,9 @@ impl Suite {
         match self {
             Suite::Classic => PreparedKey::HmacMd5(
                 Hmac::<Md5>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac()),
+            ),
+            Suite::Modern => PreparedKey::HmacSha256(
+                Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac()),
             ),
         }
     }
@@ -131,6 +151,23 @@ impl Suite {
                 sealed.extend_from_slice(tag.as_bytes());
                 Ok(sealed)
             }
+            Suite::Modern => {
+                let aead = modern_seal_cipher(key);
+                let nonce_array = nonce
+                    .try_into()
+                    .map_err(|_| Error::BadSeal(purpose.what()))?;
+                let payload = Payload {
+                    msg: plaintext,
+                    aad: &[purpose as u8],
+                };
+                let ciphertext = aead
+                    .encrypt(&nonce_array, payload)
+                    .map_err(|_| Error::BadSeal(purpose.what()))?;
+                let mut sealed = Vec::with_capacity(nonce.len() + ciphertext.len());
+                sealed.extend_from_slice(nonce);
+                sealed.extend_from_slice(&ciphertext);
+                Ok(sealed)
+            }
         }
     }
 
@@ -157,8 +194,37 @@ impl Suite {
                     .decrypt_padded_vec::<Pkcs7>(ciphertext)
                     .map_err(|_| Error::BadSeal(purpose.what()))
             }
+            Suite::Modern => {
+                let nonce_len = self.nonce_len();
+                if sealed.len() < nonce_len + 16 {
+                    return Err(Error::BadSeal(purpose.what()));
+                }
+                let (nonce, ciphertext) = sealed.split_at(nonce_len);
+                let nonce_array = nonce
+                    .try_into()
+                    .map_err(|_| Error::BadSeal(purpose.what()))?;
+                let payload = Payload {
+                    msg: ciphertext,
+                    aad: &[purpose as u8],
+                };
+                modern_seal_cipher(key)
+                    .decrypt(&nonce_array, payload)
+                    .map_err(|_| Error::BadSeal(purpose.what()))
+            }
         }
     }
+}
+
+/// The AEAD keyed for sealing under `key`: its 32-byte key is the suite's
+/// keyed hash of the label `MC2-SEAL` under the sealing key.
+fn modern_seal_cipher(key: &[u8]) -> ChaCha20Poly1305 {
+    let mut derived = Suite::Modern.mac(key, &[b"MC2-SEAL"]);
+    let mut key_array = [0u8; 32];
+    key_array.copy_from_slice(derived.as_bytes());
+    let cipher = ChaCha20Poly1305::new(&key_array.into());
+    key_array.zeroize();
+    derived.bytes.zeroize();
+    cipher
 }
 
 /// DES key and MAC key for sealing, derived from the sealing key.
@@ -210,6 +276,8 @@ impl SealPurpose {
 pub enum PreparedKey {
     /// HMAC-MD5.
     HmacMd5(Hmac<Md5>),
+    /// HMAC-SHA-256.
+    HmacSha256(Hmac<Sha256>),
 }
 
 impl PreparedKey {
@@ -217,6 +285,13 @@ impl PreparedKey {
     pub fn mac(&self, parts: &[&[u8]]) -> Mac {
         match self {
             PreparedKey::HmacMd5(keyed) => {
+                let mut state = keyed.clone();
+                for part in parts {
+                    state.update(part);
+                }
+                Mac::from_slice(&state.finalize().into_bytes())
+            }
+            PreparedKey::HmacSha256(keyed) => {
                 let mut state = keyed.clone();
                 for part in parts {
                     state.update(part);
@@ -317,49 +392,85 @@ mod tests {
     }
 
     #[test]
-    fn seal_round_trips_and_rejects_tampering() {
-        let key = [7u8; 16];
-        let nonce = [1u8; 8];
-        let sealed = Suite::Classic
-            .seal(&key, SealPurpose::Goods, &nonce, b"article")
-            .unwrap();
-        assert_eq!(sealed.len(), 7 + Suite::Classic.seal_overhead(7));
-        let opened = Suite::Classic
-            .open(&key, SealPurpose::Goods, &sealed)
-            .unwrap();
-        assert_eq!(opened, b"article");
+    fn hmac_sha256_matches_rfc_4231_vector() {
+        // RFC 4231, test case 2.
+        let mac = Suite::Modern.mac(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            format!("{mac:?}"),
+            "Mac(5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843)"
+        );
+    }
 
-        for i in 0..sealed.len() {
-            let mut bad = sealed.clone();
-            bad[i] ^= 0x01;
-            assert_eq!(
-                Suite::Classic.open(&key, SealPurpose::Goods, &bad),
-                Err(Error::BadSeal("goods"))
-            );
+    #[test]
+    fn suites_round_trip_through_their_wire_byte_and_name() {
+        for &suite in Suite::ALL {
+            assert_eq!(Suite::from_id(suite.id()), Ok(suite));
+            assert_eq!(Suite::from_name(suite.name()), Some(suite));
+            assert_eq!(suite.mac(b"k", &[b"x"]).len(), suite.mac_len());
         }
+        assert_eq!(Suite::from_id(0), Err(Error::UnknownSuite(0)));
+        assert_eq!(Suite::from_name("des"), None);
+        assert_eq!(Suite::DEFAULT, Suite::Modern);
+    }
+
+    #[test]
+    fn seal_round_trips_and_rejects_tampering() {
+        for &suite in Suite::ALL {
+            let key = vec![7u8; suite.mac_len()];
+            let nonce = vec![1u8; suite.nonce_len()];
+            for plaintext in [&b""[..], b"article", b"exactly 16 bytes"] {
+                let sealed = suite
+                    .seal(&key, SealPurpose::Goods, &nonce, plaintext)
+                    .unwrap();
+                let len = plaintext.len();
+                assert_eq!(sealed.len(), len + suite.seal_overhead(len), "{suite:?}");
+                let opened = suite.open(&key, SealPurpose::Goods, &sealed).unwrap();
+                assert_eq!(opened, plaintext);
+
+                for i in 0..sealed.len() {
+                    let mut bad = sealed.clone();
+                    bad[i] ^= 0x01;
+                    assert_eq!(
+                        suite.open(&key, SealPurpose::Goods, &bad),
+                        Err(Error::BadSeal("goods")),
+                        "{suite:?} byte {i}"
+                    );
+                }
+                assert!(suite.open(&key, SealPurpose::Request, &sealed).is_err());
+                assert!(suite.open(&[8u8; 16], SealPurpose::Goods, &sealed).is_err());
+                for cut in 0..sealed.len() {
+                    assert!(
+                        suite
+                            .open(&key, SealPurpose::Goods, &sealed[..cut])
+                            .is_err()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_suite_cannot_open_what_another_sealed() {
+        let key = [7u8; 32];
+        let sealed = Suite::Modern
+            .seal(&key, SealPurpose::Goods, &[1; 12], b"article")
+            .unwrap();
         assert!(
             Suite::Classic
-                .open(&key, SealPurpose::Request, &sealed)
-                .is_err()
-        );
-        assert!(
-            Suite::Classic
-                .open(&[8u8; 16], SealPurpose::Goods, &sealed)
-                .is_err()
-        );
-        assert!(
-            Suite::Classic
-                .open(&key, SealPurpose::Goods, &sealed[..20])
+                .open(&key, SealPurpose::Goods, &sealed)
                 .is_err()
         );
     }
 
     #[test]
     fn seal_refuses_a_nonce_of_the_wrong_length() {
-        let result = Suite::Classic.seal(&[0; 16], SealPurpose::Goods, &[0; 7], b"x");
-        assert!(matches!(
-            result,
-            Err(Error::Malformed { what: "nonce", .. })
-        ));
+        for &suite in Suite::ALL {
+            let nonce = vec![0u8; suite.nonce_len() - 1];
+            let result = suite.seal(&[0; 16], SealPurpose::Goods, &nonce, b"x");
+            assert!(matches!(
+                result,
+                Err(Error::Malformed { what: "nonce", .. })
+            ));
+        }
     }
 }

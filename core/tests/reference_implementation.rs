@@ -17,6 +17,7 @@ fn python_reference_agrees_with_every_vector() {
     let output = Command::new("python3")
         .arg(root.join("docs/reference/millicent_ref.py"))
         .arg(root.join("docs/test-vectors/classic.json"))
+        .arg(root.join("docs/test-vectors/modern.json"))
         .output()
         .expect("python3 must be installed to check the reference implementation");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -26,8 +27,11 @@ fn python_reference_agrees_with_every_vector() {
         "the Python reference implementation disagrees or cannot run \
          (scripts/test installs pycryptodome):\n{stdout}\n{stderr}"
     );
-    assert!(
-        stdout.contains("passed, 0 failed"),
-        "unexpected output: {stdout}"
-    );
+    for suite in ["classic suite", "modern suite"] {
+        assert!(
+            stdout.contains(&format!("{suite}, "))
+                && stdout.matches("passed, 0 failed").count() == 2,
+            "unexpected output: {stdout}"
+        );
+    }
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""An independent Python implementation of the Millicent classic suite.
+"""An independent Python implementation of the Millicent protocol.
 
 Written from docs/PROTOCOL.md alone, with Python's hmac/hashlib and
-pycryptodome's DES, to show that the document is enough to interoperate.
-Run it to check every vector in docs/test-vectors/classic.json:
+pycryptodome's DES and ChaCha20-Poly1305, to show that the document is
+enough to interoperate. Run it to check the vector files of both suites:
 
-    python3 docs/reference/millicent_ref.py [docs/test-vectors/classic.json]
+    python3 docs/reference/millicent_ref.py [VECTOR_FILE ...]
 
 It exits non-zero and names the first vector that disagrees.
 """
@@ -17,15 +17,16 @@ import struct
 import sys
 from pathlib import Path
 
-from Crypto.Cipher import DES
+from Crypto.Cipher import DES, ChaCha20_Poly1305
 
-MAC_LEN = 16
-NONCE_LEN = 8
+# The suite of the vector file being checked: 1 (classic) or 2 (modern).
+SUITE = 1
 
 
 def mac(key: bytes, *parts: bytes) -> bytes:
-    """HMAC-MD5 of the concatenation of parts."""
-    return hmac.new(key, b"".join(parts), hashlib.md5).digest()
+    """The suite's keyed hash (HMAC-MD5 or HMAC-SHA-256) of the parts."""
+    digest = hashlib.md5 if SUITE == 1 else hashlib.sha256
+    return hmac.new(key, b"".join(parts), digest).digest()
 
 
 def encode_body(suite, vendor, value, scrip_id, cust_id, expires_at, properties):
@@ -72,6 +73,11 @@ def reply_stamp(secret, req_stamp, change_body, change_cert, goods):
 
 
 def seal(key, purpose, nonce, plaintext):
+    if SUITE == 2:
+        cipher = ChaCha20_Poly1305.new(key=mac(key, b"MC2-SEAL"), nonce=nonce)
+        cipher.update(bytes([purpose]))
+        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+        return nonce + ciphertext + tag
     enc_key = mac(key, b"MC1-SEAL-ENC")[:8]
     mac_key = mac(key, b"MC1-SEAL-MAC")
     pad = 8 - len(plaintext) % 8
@@ -81,7 +87,12 @@ def seal(key, purpose, nonce, plaintext):
 
 
 def open_sealed(key, purpose, sealed):
-    nonce, ciphertext, tag = sealed[:NONCE_LEN], sealed[NONCE_LEN:-MAC_LEN], sealed[-MAC_LEN:]
+    if SUITE == 2:
+        nonce, ciphertext, tag = sealed[:12], sealed[12:-16], sealed[-16:]
+        cipher = ChaCha20_Poly1305.new(key=mac(key, b"MC2-SEAL"), nonce=nonce)
+        cipher.update(bytes([purpose]))
+        return cipher.decrypt_and_verify(ciphertext, tag)
+    nonce, ciphertext, tag = sealed[:8], sealed[8:-16], sealed[-16:]
     mac_key = mac(key, b"MC1-SEAL-MAC")
     if not hmac.compare_digest(mac(mac_key, bytes([purpose]), nonce, ciphertext), tag):
         raise ValueError("bad seal")
@@ -115,7 +126,11 @@ def check(name, got, want):
 
 
 def main(path):
+    global SUITE
     doc = json.loads(Path(path).read_text())
+    SUITE = doc["suite_id"]
+    if SUITE not in (1, 2):
+        raise SystemExit(f"{path}: unknown suite {SUITE}")
     h = bytes.fromhex
     count = 0
     for case in doc["scrip_body"]:
@@ -191,9 +206,11 @@ def main(path):
         plain = open_sealed(secret, 3, goods) if variant == "private" else goods
         check("payment goods", plain.hex(), case["plain_goods"])
         count += 1
-    print(f"{count} passed, 0 failed")
+    print(f"{path}: {doc['suite']} suite, {count} passed, 0 failed")
 
 
 if __name__ == "__main__":
-    default = Path(__file__).resolve().parents[1] / "test-vectors" / "classic.json"
-    main(sys.argv[1] if len(sys.argv) > 1 else default)
+    folder = Path(__file__).resolve().parents[1] / "test-vectors"
+    defaults = [folder / "classic.json", folder / "modern.json"]
+    for vector_file in sys.argv[1:] or defaults:
+        main(vector_file)
