@@ -6,11 +6,10 @@
 //! a token or key material.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use millicent_core::ErrorClass;
 use millicent_core::ScripId;
-use millicent_ledger::LedgerError;
+use millicent_ledger::{DataDirError, LedgerError};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -27,14 +26,10 @@ pub enum BrokerError {
         /// What is wrong and how to fix it.
         detail: String,
     },
-    /// The data directory cannot be used.
-    #[error("data directory {}: {detail}", path.display())]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        detail: String,
-    },
+    /// The data directory cannot be created or read, or other users can
+    /// reach the secrets in it.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The gRPC listener could not be bound.
     #[error("cannot listen on {addr}: {detail}")]
     Bind {
@@ -145,7 +140,7 @@ impl BrokerError {
             BrokerError::VendorUnavailable { .. } => "vendor_unavailable",
             BrokerError::Storage(_) => "storage",
             BrokerError::Config { .. } => "config",
-            BrokerError::DataDir { .. } => "data_dir",
+            BrokerError::DataDir(_) => "data_dir",
             BrokerError::Bind { .. } => "bind",
             BrokerError::Server { .. } => "server",
         }
@@ -168,7 +163,7 @@ impl BrokerError {
             BrokerError::DoubleSpend { .. } => Code::AlreadyExists,
             BrokerError::VendorUnavailable { .. } | BrokerError::Storage(_) => Code::Unavailable,
             BrokerError::Config { .. }
-            | BrokerError::DataDir { .. }
+            | BrokerError::DataDir(_)
             | BrokerError::Bind { .. }
             | BrokerError::Server { .. } => Code::Internal,
         }

@@ -12,7 +12,6 @@
 //! cap on message size.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,11 +52,12 @@ pub struct RunningBroker {
 
 impl RunningBroker {
     /// Starts a broker and returns once it accepts connections. The data
-    /// directory is created if needed; a listen port of 0 picks a free one
-    /// (see [`RunningBroker::addr`]).
+    /// directory is created with mode 0700 if needed, and refused if others
+    /// can reach it; a listen port of 0 picks a free one (see
+    /// [`RunningBroker::addr`]).
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         let settings = config.validate()?;
-        prepare_data_dir(&config.data_dir)?;
+        millicent_ledger::prepare_data_dir(&config.data_dir)?;
         let ledger = Ledger::open(&config.data_dir, Durability::Strict)?;
         let state = match open_state(settings, &ledger).await {
             Ok(state) => Arc::new(state),
@@ -210,39 +210,6 @@ async fn open_state(settings: Settings, ledger: &Ledger) -> Result<BrokerState, 
         licences,
         spends,
     })
-}
-
-/// Creates the data directory (mode 0700) and refuses one that others may
-/// read: it holds the broker's master secrets.
-fn prepare_data_dir(path: &Path) -> Result<(), BrokerError> {
-    let failed = |detail: String| BrokerError::DataDir {
-        path: path.to_owned(),
-        detail,
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(|error| failed(format!("cannot create it: {error}")))?;
-        let mode = std::fs::metadata(path)
-            .map_err(|error| failed(format!("cannot read its permissions: {error}")))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(failed(format!(
-                "group or others may access it (mode {:03o}), and it holds the broker's \
-                 secrets; run `chmod 700 {}`",
-                mode & 0o777,
-                path.display()
-            )));
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(path).map_err(|error| failed(format!("cannot create it: {error}")))?;
-    Ok(())
 }
 
 /// Every minute: prunes call and reply records past their windows, starts

@@ -386,14 +386,73 @@ async fn a_restart_keeps_balances_spent_scrip_and_never_reuses_an_id() {
 
 #[cfg(unix)]
 #[tokio::test]
-async fn a_data_directory_others_can_read_is_refused() {
+async fn a_new_data_directory_is_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let (broker, _) = start(dir.path(), None).await;
+    broker.shutdown().await.unwrap();
+    let mode = std::fs::metadata(dir.path().join("broker"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_data_directory_others_can_reach_is_refused_and_left_as_it_was() {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    use millicent_ledger::DataDirError;
+
+    /// Every file and directory under `dir`, with its mode and contents.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let mut entries = vec![(dir.to_owned(), mode(dir), Vec::new())];
+        let mut children: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        children.sort();
+        for child in children {
+            if child.is_dir() {
+                entries.extend(snapshot(&child));
+            } else {
+                entries.push((child.clone(), mode(&child), fs::read(&child).unwrap()));
+            }
+        }
+        entries
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _) = start(dir.path(), None).await;
+    broker.shutdown().await.unwrap();
     let data_dir = dir.path().join("broker");
-    std::fs::create_dir(&data_dir).unwrap();
-    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let result = RunningBroker::start(config(dir.path(), None)).await;
-    let error = result.err().expect("start should fail");
-    assert!(matches!(error, BrokerError::DataDir { .. }), "{error}");
-    assert!(error.to_string().contains("chmod 700"), "{error}");
+    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&data_dir);
+
+    let error = RunningBroker::start(config(dir.path(), None))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            &error,
+            BrokerError::DataDir(DataDirError::NotPrivate { path, mode: 0o755 }) if path == &data_dir
+        ),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.contains("mode 755"), "{text}");
+    assert!(
+        text.contains(&format!("`chmod 700 {}`", data_dir.display())),
+        "{text}"
+    );
+    assert_eq!(snapshot(&data_dir), before);
+
+    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let (broker, _) = start(dir.path(), None).await;
+    broker.shutdown().await.unwrap();
 }

@@ -10,11 +10,16 @@
 //!
 //! sled is an embedded, crash-safe B-tree; this crate is the only one that
 //! names it, so the store can be replaced without touching the services.
+//!
+//! The store holds the services' secrets, so its directory is private to
+//! the user running the service: [`prepare_data_dir`] creates it with mode
+//! 0700 and refuses one that others can reach, before the store is opened.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod commit;
+mod data_dir;
 mod spends;
 mod table;
 
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use commit::Durability;
+pub use data_dir::{DATA_DIR_MODE, DataDirError, prepare_data_dir};
 pub use spends::{SpendError, SpendOutcome, SpendStore};
 pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable};
 

@@ -5,11 +5,10 @@
 //! for programs. Messages are for people; none contains secret material.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use millicent_core::ErrorClass;
 use millicent_core::{Amount, ScripId, Variant, VendorName};
-use millicent_ledger::LedgerError;
+use millicent_ledger::{DataDirError, LedgerError};
 use tonic::{Code, Status};
 
 /// Metadata key of the machine-readable reason of a refusal.
@@ -31,27 +30,10 @@ pub enum VendorError {
         /// What is wrong and how to fix it.
         detail: String,
     },
-    /// The data directory cannot be created or read.
-    #[error("data directory {}: {detail}", path.display())]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// What failed.
-        detail: String,
-    },
-    /// The data directory is open to other users; it holds master secrets.
-    #[error(
-        "data directory {} has mode {mode:04o}, so other users can reach the master secrets \
-         in it; run `chmod 700 {}` and start again",
-        path.display(),
-        path.display()
-    )]
-    InsecureDataDir {
-        /// The directory.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// The data directory cannot be created or read, or other users can
+    /// reach the master secrets in it.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {detail}")]
     Bind {
@@ -189,8 +171,7 @@ impl VendorError {
             VendorError::Storage(_) => "storage",
             VendorError::Exhausted { .. } | VendorError::SeriesExhausted { .. } => "exhausted",
             VendorError::Config { .. }
-            | VendorError::DataDir { .. }
-            | VendorError::InsecureDataDir { .. }
+            | VendorError::DataDir(_)
             | VendorError::Bind { .. }
             | VendorError::Random { .. }
             | VendorError::CorruptKeys { .. }

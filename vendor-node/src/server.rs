@@ -2,7 +2,7 @@
 //! background task, in that order up and in reverse order down.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ impl RunningVendor {
     /// accepting connections. Needs a tokio runtime.
     pub async fn start(config: VendorConfig) -> Result<RunningVendor, VendorError> {
         let settings = config.validate()?;
-        prepare_data_dir(&config.data_dir)?;
+        millicent_ledger::prepare_data_dir(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|error| VendorError::Bind {
@@ -206,64 +206,5 @@ async fn sole_owner(mut node: Arc<Node>, limit: Duration) -> Option<Node> {
             }
             Err(_) => return None,
         }
-    }
-}
-
-/// Creates the data directory with mode 0700, and refuses one that group
-/// or others can reach: it holds master secrets.
-fn prepare_data_dir(path: &Path) -> Result<(), VendorError> {
-    let failed = |detail: String| VendorError::DataDir {
-        path: path.to_owned(),
-        detail,
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-        if !path.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(|error| failed(format!("cannot create it: {error}")))?;
-        }
-        let metadata =
-            std::fs::metadata(path).map_err(|error| failed(format!("cannot read it: {error}")))?;
-        if !metadata.is_dir() {
-            return Err(failed("it is not a directory".to_owned()));
-        }
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(VendorError::InsecureDataDir {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(path).map_err(|error| failed(format!("cannot create it: {error}")))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn the_data_directory_is_private() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let root = tempfile::tempdir().unwrap();
-        let fresh = root.path().join("a/b");
-        prepare_data_dir(&fresh).unwrap();
-        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-
-        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o750)).unwrap();
-        let error = prepare_data_dir(&fresh).unwrap_err();
-        assert!(matches!(
-            error,
-            VendorError::InsecureDataDir { mode: 0o750, .. }
-        ));
-        assert!(error.to_string().contains("chmod 700"));
     }
 }
