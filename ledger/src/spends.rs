@@ -25,11 +25,15 @@
 //! for the store, and never rewrites the bitmap.
 //!
 //! When the active segment is a few seconds old the next spend starts a new
-//! one and folds the closed segment's bits into the checkpoint in one atomic
-//! batch with the new marker. Segments are dropped whole once they are past
-//! the retry window and covered by a flushed checkpoint. On open, the
-//! checkpoint is loaded and the few segments after its marker are replayed,
-//! so a restart reads a few seconds of records, not the whole history.
+//! one before writing its record, and folds the closed segment's bits into
+//! the checkpoint in one atomic batch with the new marker. Every record is
+//! therefore dated before its segment's start plus `SEGMENT_SECS`, and no
+//! later than the start of the next segment: that bounds the age of a
+//! segment's records when looking for a reply or dropping old segments.
+//! Segments are dropped whole once they are past the retry window and
+//! covered by a flushed checkpoint. On open, the checkpoint is loaded and
+//! the few segments after its marker are replayed, so a restart reads a few
+//! seconds of records, not the whole history.
 //!
 //! The caller answers only after [`Ledger::commit`](crate::Ledger::commit)
 //! has returned: a spend answered as accepted is durable. A crash after the
@@ -206,10 +210,11 @@ impl SpendStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .last()
             .map_or(0, |segment| segment.started_at);
-        // The store reads no clock: the new segment takes the start of the
-        // newest one, so the first spend after opening starts a fresh one
-        // dated by its caller.
-        store.start_segment(last + 1, newest_start)?;
+        // The store reads no clock. The newest segment's records are dated
+        // before its start plus SEGMENT_SECS, so the new segment starts
+        // then: the records stay within the bound of the next start, and a
+        // retry of any of them finds its reply for the whole retry window.
+        store.start_segment(last + 1, newest_start.saturating_add(SEGMENT_SECS))?;
         store.fold_through(last)?;
         Ok(store)
     }
@@ -249,32 +254,40 @@ impl SpendStore {
         record.extend_from_slice(&(fingerprint.len() as u16).to_be_bytes());
         record.extend_from_slice(fingerprint);
         record.extend_from_slice(&reply);
-        let rotate = {
-            let segments = self
-                .segments
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(active) = segments.last() else {
-                return Err(SpendError::Storage(corrupt("no active segment")));
-            };
-            // The record first: whoever sees the bit can find the record.
-            active
-                .table
-                .insert(record_key(issuer, id), record)
-                .map_err(SpendError::Storage)?;
-            set.insert(id);
-            mark_dirty(&self.dirty, active.number, issuer, id);
-            now_secs >= active.started_at.saturating_add(SEGMENT_SECS)
-        };
-        drop(guard);
-
-        if rotate {
-            // The spend itself is done; a failure to rotate only delays the
-            // checkpoint, and is reported by the next flush of the store.
+        let mut failed_rotation = None;
+        loop {
+            {
+                let segments = self
+                    .segments
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let Some(active) = segments.last() else {
+                    return Err(SpendError::Storage(corrupt("no active segment")));
+                };
+                if now_secs < active.started_at.saturating_add(SEGMENT_SECS) {
+                    // The record first: whoever sees the bit can find the record.
+                    active
+                        .table
+                        .insert(record_key(issuer, id), record)
+                        .map_err(SpendError::Storage)?;
+                    set.insert(id);
+                    mark_dirty(&self.dirty, active.number, issuer, id);
+                    break;
+                }
+            }
+            // The active segment is too old to date this record: start a
+            // new one first. If that failed, nothing was written.
+            if let Some(error) = failed_rotation {
+                return Err(SpendError::Storage(error));
+            }
             if let Err(error) = self.rotate(now_secs) {
+                // A new segment may have started with only the fold into
+                // the checkpoint failing; that merely delays the checkpoint.
                 tracing::error!(%error, "could not start a new spend segment");
+                failed_rotation = Some(error);
             }
         }
+        drop(guard);
         Ok(SpendOutcome::Fresh(reply))
     }
 
@@ -477,13 +490,17 @@ impl SpendStore {
             .segments
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // A segment's records are no older than its start and no newer than
-        // the start of the next one; look only where the window reaches.
+        // A segment's records are dated no later than the start of the next
+        // one, and the active segment's before its start plus SEGMENT_SECS;
+        // look only where the window reaches.
+        let active_ends = segments
+            .last()
+            .map_or(0, |active| active.started_at.saturating_add(SEGMENT_SECS));
         let ends = segments
             .iter()
             .skip(1)
             .map(|next| next.started_at)
-            .chain(std::iter::once(u64::MAX));
+            .chain(std::iter::once(active_ends));
         let live: Vec<&Arc<Segment>> = segments
             .iter()
             .zip(ends)
@@ -715,6 +732,31 @@ mod tests {
         let store = SpendStore::open(&ledger, "spends", 600).unwrap();
         assert!(store.is_spent(&vendor(), ScripId::new(1, 1)));
         assert!(!store.is_spent(&vendor(), ScripId::new(2, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_restart_gets_its_reply_for_the_whole_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = ScripId::new(1, 2);
+        {
+            let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+            let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+            store
+                .spend(&vendor(), ScripId::new(1, 1), b"f", NOW, reply(b"r"))
+                .unwrap();
+            // Later than its segment's start, in the segment still active
+            // when the store closes.
+            store
+                .spend(&vendor(), late, b"f", NOW + 2, reply(b"r2"))
+                .unwrap();
+            drop(store);
+            ledger.close().await.unwrap();
+        }
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+        store.prune_replies(NOW + 602).unwrap();
+        let retry = store.spend(&vendor(), late, b"f", NOW + 602, reply(b"x"));
+        assert_eq!(retry.unwrap(), SpendOutcome::Retry(b"r2".to_vec()));
     }
 
     #[tokio::test]
