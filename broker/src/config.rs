@@ -144,6 +144,12 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Checks the configuration as the broker does when it starts, naming
+    /// the first key that is wrong; nothing is opened or bound.
+    pub fn check(&self) -> Result<(), BrokerError> {
+        self.validate().map(drop)
+    }
+
     /// Checks every value and returns the settings the service runs with.
     pub(crate) fn validate(&self) -> Result<Settings, BrokerError> {
         let name = VendorName::new(&self.name)

@@ -25,6 +25,7 @@
 //! - `exchange`: the exchange of broker scrip for vendor scrip;
 //! - `convert`: every conversion between wire messages and core types, with
 //!   every field validated there and nowhere else;
+//! - [`input`]: the checks of `convert` callable on their own, for fuzzing;
 //! - `auth`: operator tokens and the authentication of account calls;
 //! - `accounts`: balances, history, credit references and call replies;
 //! - `keys`: the broker's own secrets and broker-scrip series;
@@ -56,6 +57,7 @@ mod config;
 mod convert;
 mod error;
 mod exchange;
+pub mod input;
 mod keys;
 mod licences;
 mod server;

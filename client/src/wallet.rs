@@ -57,6 +57,7 @@ use millicent_proto::broker_service_client::BrokerServiceClient;
 use millicent_proto::vendor_service_client::VendorServiceClient;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
+use zeroize::Zeroizing;
 
 use crate::ClientError;
 use crate::error::ScripFate;
@@ -470,7 +471,7 @@ impl Wallet {
         store::refuse_existing(&path)?;
         let lock = store::lock(&path)?;
         let wallet = Wallet::empty(path, lock);
-        store::create(&wallet.path, &file::encode(&wallet)?)?;
+        store::create(&wallet.path, &file::encode(&wallet.path, wallet.parts())?)?;
         Ok(wallet)
     }
 
@@ -498,12 +499,45 @@ impl Wallet {
 
     fn load(path: PathBuf, lock: store::WalletLock) -> Result<Wallet, ClientError> {
         let contents = store::read(&path)?;
-        file::decode(Wallet::empty(path, lock), &contents)
+        let file::Contents {
+            brokers,
+            broker_scrip,
+            vendor_scrip,
+            pending_buys,
+            history,
+        } = file::decode(&path, &contents)?;
+        Ok(Wallet {
+            brokers,
+            broker_scrip,
+            vendor_scrip,
+            pending_buys,
+            history,
+            ..Wallet::empty(path, lock)
+        })
     }
 
     /// Writes the wallet to its file, atomically and durably.
     pub fn save(&self) -> Result<(), ClientError> {
-        store::replace(&self.path, &file::encode(self)?)
+        store::replace(&self.path, &file::encode(&self.path, self.parts())?)
+    }
+
+    /// Checks `contents` as [`Wallet::open`] checks a wallet file, and returns
+    /// the file [`Wallet::save`] would write for the wallet it holds. No file
+    /// is read, written or locked; errors name the file `path`. This is for
+    /// tests and fuzzing of the format: a file that opens saves as a file
+    /// that opens and saves unchanged.
+    pub fn reencode_file(path: &Path, contents: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        file::encode(path, file::decode(path, contents)?.parts())
+    }
+
+    fn parts(&self) -> file::Parts<'_> {
+        file::Parts {
+            brokers: &self.brokers,
+            broker_scrip: &self.broker_scrip,
+            vendor_scrip: &self.vendor_scrip,
+            pending_buys: &self.pending_buys,
+            history: &self.history,
+        }
     }
 
     fn empty(path: PathBuf, lock: store::WalletLock) -> Wallet {

@@ -270,6 +270,12 @@ impl VendorConfig {
         Ok(())
     }
 
+    /// Checks the configuration as the node does when it starts, naming
+    /// the first key that is wrong; nothing is opened or bound.
+    pub fn check(&self) -> Result<(), VendorError> {
+        self.validate().map(drop)
+    }
+
     /// Checks every value and turns names into protocol types.
     pub(crate) fn validate(&self) -> Result<Settings, VendorError> {
         VendorName::new(&self.node)

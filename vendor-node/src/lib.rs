@@ -30,7 +30,7 @@
 //! # Where things are
 //!
 //! - `convert`: the wire boundary; every field a client sends is checked
-//!   there.
+//!   there. [`input`] makes its checks callable on their own, for fuzzing.
 //! - `pay`: the payment path and its durability argument.
 //! - `stream`: many payments on one `PayStream` call, each on the path of
 //!   `pay`.
@@ -57,6 +57,7 @@ mod cluster;
 mod config;
 mod convert;
 mod error;
+pub mod input;
 mod keys;
 mod maintenance;
 mod node;

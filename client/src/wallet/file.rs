@@ -26,17 +26,51 @@
 //!
 //! Scrip is stored as body followed by certificate (`Scrip::encode`).
 
+use std::path::Path;
+
 use millicent_core::account::NONCE_LEN;
 use millicent_core::{Amount, CustomerSecret, Scrip, Suite, Variant, VendorName};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{BrokerAccount, HeldScrip, HistoryEntry, InFlight, PendingBuy, Wallet};
+use super::{BrokerAccount, HeldScrip, HistoryEntry, InFlight, PendingBuy};
 use crate::ClientError;
 use crate::protocol::{AccountCallId, AccountKey};
 
 /// The version of the format written by this program.
 const FORMAT_VERSION: u32 = 1;
+
+/// What a wallet file holds, checked: a wallet without its file and lock.
+#[derive(Default)]
+pub(super) struct Contents {
+    pub(super) brokers: Vec<BrokerAccount>,
+    pub(super) broker_scrip: Vec<HeldScrip>,
+    pub(super) vendor_scrip: Vec<HeldScrip>,
+    pub(super) pending_buys: Vec<PendingBuy>,
+    pub(super) history: Vec<HistoryEntry>,
+}
+
+impl Contents {
+    /// The contents borrowed, for [`encode`].
+    pub(super) fn parts(&self) -> Parts<'_> {
+        Parts {
+            brokers: &self.brokers,
+            broker_scrip: &self.broker_scrip,
+            vendor_scrip: &self.vendor_scrip,
+            pending_buys: &self.pending_buys,
+            history: &self.history,
+        }
+    }
+}
+
+/// A wallet's contents, borrowed from a [`Contents`] or an open wallet.
+pub(super) struct Parts<'a> {
+    pub(super) brokers: &'a [BrokerAccount],
+    pub(super) broker_scrip: &'a [HeldScrip],
+    pub(super) vendor_scrip: &'a [HeldScrip],
+    pub(super) pending_buys: &'a [PendingBuy],
+    pub(super) history: &'a [HistoryEntry],
+}
 
 #[derive(Serialize, Deserialize)]
 struct WalletRecord {
@@ -108,8 +142,9 @@ struct PendingBuyRecord {
     nonce: String,
 }
 
-/// The file contents for `wallet`, in a buffer zeroised when dropped.
-pub(super) fn encode(wallet: &Wallet) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+/// The file holding `wallet`, in a buffer zeroised when dropped; `path`
+/// names the file in errors.
+pub(super) fn encode(path: &Path, wallet: Parts<'_>) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let record = WalletRecord {
         version: FORMAT_VERSION,
         brokers: wallet.brokers.iter().map(broker_record).collect(),
@@ -144,10 +179,10 @@ pub(super) fn encode(wallet: &Wallet) -> Result<Zeroizing<Vec<u8>>, ClientError>
                 nonce: hex::encode(pending.call.nonce),
             })
             .collect(),
-        history: wallet.history.clone(),
+        history: wallet.history.to_vec(),
     };
     let mut bytes = serde_json::to_vec_pretty(&record).map_err(|error| ClientError::Wallet {
-        path: wallet.path.clone(),
+        path: path.to_owned(),
         action: "encode",
         error: std::io::Error::other(error),
     })?;
@@ -196,9 +231,9 @@ struct VersionRecord {
     version: u64,
 }
 
-/// Fills the empty, locked `wallet` with what `contents` (its file) holds.
-pub(super) fn decode(wallet: Wallet, contents: &[u8]) -> Result<Wallet, ClientError> {
-    let path = wallet.path.clone();
+/// What the wallet file at `path`, holding `contents`, holds.
+pub(super) fn decode(path: &Path, contents: &[u8]) -> Result<Contents, ClientError> {
+    let path = path.to_owned();
     let version = serde_json::from_slice::<VersionRecord>(contents)
         .map_err(|error| ClientError::WalletCorrupt {
             path: path.clone(),
@@ -212,13 +247,13 @@ pub(super) fn decode(wallet: Wallet, contents: &[u8]) -> Result<Wallet, ClientEr
             supported: FORMAT_VERSION,
         });
     }
-    decode_record(wallet, contents).map_err(|detail| ClientError::WalletCorrupt { path, detail })
+    decode_record(contents).map_err(|detail| ClientError::WalletCorrupt { path, detail })
 }
 
 /// Reading fails with a description of the first bad field.
 type Checked<T> = Result<T, String>;
 
-fn decode_record(mut wallet: Wallet, contents: &[u8]) -> Checked<Wallet> {
+fn decode_record(contents: &[u8]) -> Checked<Contents> {
     let record: WalletRecord =
         serde_json::from_slice(contents).map_err(|error| format!("not a wallet file ({error})"))?;
     if record.version != FORMAT_VERSION {
@@ -228,6 +263,7 @@ fn decode_record(mut wallet: Wallet, contents: &[u8]) -> Checked<Wallet> {
         ));
     }
 
+    let mut wallet = Contents::default();
     for broker in &record.brokers {
         let suite = Suite::from_name(&broker.suite).ok_or_else(|| {
             format!(

@@ -1,0 +1,25 @@
+//! The node's checks of outside input, callable without a running node.
+//!
+//! Each function here runs exactly the conversion the service runs on a
+//! message (the one in `convert`), and returns the core value it produced,
+//! or the refusal the caller would get. They are public so that the fuzz
+//! targets in `fuzz-targets/` can feed them arbitrary messages; they read
+//! no state and consult no key, so nothing here is a second payment path.
+
+use millicent_core::{Error, Payment, VendorName};
+use millicent_proto as wire;
+
+use crate::convert;
+
+/// A `PayRequest` as `Pay` and `PayStream` turn it into a payment, before
+/// the vendor's keys, prices or spent IDs are consulted.
+pub fn pay_request(request: wire::PayRequest) -> Result<Payment, Error> {
+    convert::payment(request)
+}
+
+/// Checks a `GrantLicenceRequest` as `GrantLicence` does, before the
+/// licence token and the vendors served are consulted; returns the vendor
+/// asked for.
+pub fn licence_request(request: wire::GrantLicenceRequest) -> Result<VendorName, Error> {
+    convert::licence_request(request).map(|wanted| wanted.vendor)
+}
