@@ -239,7 +239,7 @@ async fn fund_customer(
     let info = protocol::broker_info(&mut broker)
         .await
         .context("asking the broker for its info")?;
-    let (account, key) = protocol::open_account(&mut broker)
+    let (account, key) = protocol::open_account(&mut broker, info.suite)
         .await
         .context("opening an account")?;
     let fund = plan.scrip_value.checked_add(plan.scrip_value)?;

@@ -40,7 +40,9 @@ async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
     // Fund an account and turn it into vendor scrip.
     let info = protocol::broker_info(&mut broker).await.unwrap();
     assert!(info.vendors.contains(&offer.vendor.as_str().to_owned()));
-    let (account, key) = protocol::open_account(&mut broker).await.unwrap();
+    let (account, key) = protocol::open_account(&mut broker, info.suite)
+        .await
+        .unwrap();
     let token = network.operator_token().to_owned();
     let balance = protocol::credit(&mut broker, &token, account, Amount::new(1000), "deposit-1")
         .await
@@ -138,7 +140,9 @@ async fn payers_share_a_payment_stream() {
         .unwrap()
         .clone();
     let info = protocol::broker_info(&mut broker).await.unwrap();
-    let (account, key) = protocol::open_account(&mut broker).await.unwrap();
+    let (account, key) = protocol::open_account(&mut broker, info.suite)
+        .await
+        .unwrap();
     let token = network.operator_token().to_owned();
     protocol::credit(&mut broker, &token, account, Amount::new(100), "d")
         .await

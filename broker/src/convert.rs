@@ -9,9 +9,10 @@
 use millicent_core::account::NONCE_LEN;
 use millicent_core::exchange::ExchangeRequest;
 use millicent_core::{
-    Amount, Mac, MasterSecret, Payment, PaymentReply, Scrip, Suite, Variant, VendorName,
+    AccountKey, Amount, Mac, MasterSecret, Payment, PaymentReply, Scrip, Suite, Variant, VendorName,
 };
 use millicent_proto as proto;
+use zeroize::Zeroizing;
 
 use crate::BrokerError;
 use crate::accounts::{AccountCall, MAX_ENTRY_AMOUNT, MAX_REFERENCE_LEN, Method, Statement};
@@ -146,10 +147,15 @@ pub(crate) fn exchange_reply_to_wire(
     }
 }
 
-pub(crate) fn open_account_reply(account_id: u64, account_key: &Mac) -> proto::OpenAccountReply {
+/// The reply to `OpenAccount`. Its copy of the key is the one copy of a
+/// secret that is not wiped: tonic owns it until the reply is sent.
+pub(crate) fn open_account_reply(
+    account_id: u64,
+    account_key: &AccountKey,
+) -> proto::OpenAccountReply {
     proto::OpenAccountReply {
         account_id,
-        account_key: account_key.as_bytes().to_vec(),
+        account_key: account_key.expose_bytes().to_vec(),
     }
 }
 
@@ -253,13 +259,15 @@ pub(crate) fn licence_from_wire(
             now,
         });
     }
+    let scrip_secret = Zeroizing::new(licence.master_scrip_secret);
+    let customer_secret = Zeroizing::new(licence.master_customer_secret);
     Ok(LicenceGrant {
         suite,
         series: licence.series,
         expires_at: licence.expires_at,
         selector,
-        scrip_secret: MasterSecret::from_slice(suite, &licence.master_scrip_secret)?,
-        customer_secret: MasterSecret::from_slice(suite, &licence.master_customer_secret)?,
+        scrip_secret: MasterSecret::from_slice(suite, &scrip_secret)?,
+        customer_secret: MasterSecret::from_slice(suite, &customer_secret)?,
     })
 }
 

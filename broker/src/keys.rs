@@ -32,10 +32,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use millicent_core::account::account_key;
 use millicent_core::secret::MASTER_SECRET_LEN;
 use millicent_core::{
-    CustId, CustomerKey, KeyRing, Mac, MasterSecret, ScripId, SeriesKey, Suite, VendorName,
+    AccountKey, CustId, CustomerKey, KeyRing, MasterSecret, ScripId, SeriesKey, Suite, VendorName,
 };
 use millicent_ledger::{Batch, LedgerError, SpendStore, Table};
 use rand::TryRng;
+use zeroize::Zeroizing;
 
 use crate::BrokerError;
 use crate::allocate::{self, Allocator};
@@ -97,7 +98,7 @@ impl BrokerKeys {
         let mut newest: Option<SeriesKey> = None;
         for entry in keys.scan_prefix(SERIES_PREFIX) {
             let (key, value) = entry?;
-            let series = decode_series(&key, &value)?;
+            let series = decode_series(&key, &Zeroizing::new(value))?;
             if newest
                 .as_ref()
                 .is_none_or(|newest| series.expires_at > newest.expires_at)
@@ -148,7 +149,7 @@ impl BrokerKeys {
     }
 
     /// The key of account `account_id`.
-    pub(crate) fn account_key(&self, account_id: u64) -> Mac {
+    pub(crate) fn account_key(&self, account_id: u64) -> AccountKey {
         account_key(&self.account_secret, account_id)
     }
 
@@ -263,7 +264,7 @@ impl BrokerKeys {
             series,
             suite: self.suite,
             expires_at: now.saturating_add(self.series_lifetime_secs),
-            secret: MasterSecret::new(self.suite, random_secret()?),
+            secret: MasterSecret::new(self.suite, *random_secret()?),
         };
 
         let mut batch = Batch::default();
@@ -294,11 +295,12 @@ impl BrokerKeys {
     }
 }
 
-/// 32 bytes from the operating system's random number generator.
-pub(crate) fn random_secret() -> Result<[u8; MASTER_SECRET_LEN], BrokerError> {
-    let mut bytes = [0u8; MASTER_SECRET_LEN];
+/// 32 bytes from the operating system's random number generator, wiped
+/// when dropped.
+pub(crate) fn random_secret() -> Result<Zeroizing<[u8; MASTER_SECRET_LEN]>, BrokerError> {
+    let mut bytes = Zeroizing::new([0u8; MASTER_SECRET_LEN]);
     rand::rngs::SysRng
-        .try_fill_bytes(&mut bytes)
+        .try_fill_bytes(bytes.as_mut())
         .map_err(|error| BrokerError::Server {
             detail: format!("the operating system's random number generator failed: {error}"),
         })?;
@@ -314,7 +316,7 @@ fn load_or_create(
     extra: &[u8],
 ) -> Result<MasterSecret, BrokerError> {
     let what = String::from_utf8_lossy(key).into_owned();
-    if let Some(value) = keys.get(key)? {
+    if let Some(value) = keys.get(key)?.map(Zeroizing::new) {
         let stored_suite = *value.first().ok_or_else(|| unreadable(&what))?;
         if stored_suite != suite.id() {
             return Err(BrokerError::Config {
@@ -334,8 +336,8 @@ fn load_or_create(
         return Ok(MasterSecret::from_slice(suite, &rest[extra.len()..])?);
     }
 
-    let secret = MasterSecret::new(suite, random_secret()?);
-    let mut value = Vec::with_capacity(1 + extra.len() + MASTER_SECRET_LEN);
+    let secret = MasterSecret::new(suite, *random_secret()?);
+    let mut value = Zeroizing::new(Vec::with_capacity(1 + extra.len() + MASTER_SECRET_LEN));
     value.push(suite.id());
     value.extend_from_slice(extra);
     value.extend_from_slice(secret.expose_bytes());
@@ -349,8 +351,8 @@ fn series_key(series: u32) -> Vec<u8> {
     key
 }
 
-fn encode_series(key: &SeriesKey) -> Vec<u8> {
-    let mut value = Vec::with_capacity(1 + 8 + MASTER_SECRET_LEN);
+fn encode_series(key: &SeriesKey) -> Zeroizing<Vec<u8>> {
+    let mut value = Zeroizing::new(Vec::with_capacity(1 + 8 + MASTER_SECRET_LEN));
     value.push(key.suite.id());
     value.extend_from_slice(&key.expires_at.to_be_bytes());
     value.extend_from_slice(key.secret.expose_bytes());
@@ -418,6 +420,37 @@ mod tests {
             properties: Properties::default(),
         };
         keys.ring().mint(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn debug_output_shows_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let keys = open(&ledger, NOW);
+        let account_key = keys.account_key(7);
+        let ring = keys.ring();
+
+        let text = format!("{account_key:?} {ring:?} {ring:#?}");
+        let secrets = [
+            account_key.expose_bytes(),
+            keys.account_secret.expose_bytes(),
+        ]
+        .into_iter()
+        .chain(ring.all_series().map(|key| &key.secret.expose_bytes()[..]))
+        .chain(
+            ring.all_customer_keys()
+                .map(|key| &key.secret.expose_bytes()[..]),
+        );
+        for secret in secrets {
+            let hex: String = secret[..4]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            let decimal: Vec<String> = secret[..4].iter().map(u8::to_string).collect();
+            assert!(!text.contains(&hex), "{text}");
+            assert!(!text.contains(&decimal.join(", ")), "{text}");
+        }
+        assert!(text.contains("AccountKey(..)") && text.contains("MasterSecret(..)"));
     }
 
     #[tokio::test]

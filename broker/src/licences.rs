@@ -35,6 +35,7 @@ use millicent_ledger::{Ledger, LedgerError, Table};
 use millicent_proto::GrantLicenceRequest;
 use millicent_proto::vendor_service_client::VendorServiceClient;
 use tonic::metadata::MetadataValue;
+use zeroize::Zeroizing;
 
 use crate::BrokerError;
 use crate::allocate::Allocator;
@@ -206,7 +207,7 @@ impl Licences {
     ) -> Result<Licences, BrokerError> {
         let mut slots = BTreeMap::new();
         for settings in vendors {
-            let stored = match keys.get(licence_key(&settings.name))? {
+            let stored = match keys.get(licence_key(&settings.name))?.map(Zeroizing::new) {
                 Some(record) => {
                     let (grant, obtained_at) = decode_record(&record)?;
                     let licence = Licence::new(&settings.name, grant, obtained_at, ids)?;
@@ -392,8 +393,8 @@ fn licence_key(vendor: &VendorName) -> Vec<u8> {
     key
 }
 
-fn encode_record(grant: &LicenceGrant, obtained_at: u64) -> Vec<u8> {
-    let mut record = Vec::with_capacity(RECORD_LEN);
+fn encode_record(grant: &LicenceGrant, obtained_at: u64) -> Zeroizing<Vec<u8>> {
+    let mut record = Zeroizing::new(Vec::with_capacity(RECORD_LEN));
     record.push(grant.suite.id());
     record.extend_from_slice(&grant.series.to_be_bytes());
     record.extend_from_slice(&grant.expires_at.to_be_bytes());

@@ -103,7 +103,7 @@ impl Broker {
         let account_key = keys.account_key(purchase.call.account_id);
         auth::verify_call(
             suite,
-            account_key.as_bytes(),
+            account_key.expose_bytes(),
             &purchase.call,
             &purchase.amount.units().to_be_bytes(),
             now_ms,
@@ -131,7 +131,7 @@ impl Broker {
         let mut nonce = vec![0u8; suite.nonce_len()];
         rand::fill(&mut nonce[..]);
         let sealed = suite.seal(
-            account_key.as_bytes(),
+            account_key.expose_bytes(),
             SealPurpose::BrokerScripSecret,
             &nonce,
             secret.expose_bytes(),
@@ -160,7 +160,7 @@ impl Broker {
         let call = convert::account_call_from_wire(request.auth, Method::GetAccount, keys.suite())?;
         auth::verify_call(
             keys.suite(),
-            keys.account_key(call.account_id).as_bytes(),
+            keys.account_key(call.account_id).expose_bytes(),
             &call,
             &[],
             now_ms,

@@ -37,8 +37,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const METHOD_BUY_BROKER_SCRIP: &str = "BuyBrokerScrip";
 /// Method name under which [`get_account`] is authenticated.
 pub const METHOD_GET_ACCOUNT: &str = "GetAccount";
-/// Longest account key accepted from a broker, in bytes.
-const MAX_ACCOUNT_KEY_LEN: usize = 64;
 
 /// Opens a channel to the server at `url`. A URL without a scheme is taken
 /// to be plain `http://`; any scheme but `http` is refused, as there is no
@@ -95,49 +93,31 @@ fn is_scheme(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-/// The key that authenticates calls on one broker account. It is zeroised
-/// when dropped and never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccountKey(Zeroizing<Vec<u8>>);
+/// The key that authenticates calls on one broker account: zeroised when
+/// dropped, never printed, compared in constant time.
+pub use millicent_core::AccountKey;
 
-impl AccountKey {
-    /// An account key from its bytes (as the broker sent them, or as stored).
-    pub fn from_bytes(bytes: &[u8]) -> AccountKey {
-        AccountKey(Zeroizing::new(bytes.to_vec()))
-    }
-
-    /// The raw bytes, for keying MACs and storing in the wallet.
-    pub fn expose_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AccountKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccountKey(..)")
-    }
-}
-
-/// Opens an account at a broker: returns the account ID and its key, which
-/// the broker shows only this once.
+/// Opens an account at a broker whose suite is `suite`: returns the account
+/// ID and its key, which the broker shows only this once.
 pub async fn open_account(
     client: &mut BrokerServiceClient<Channel>,
+    suite: Suite,
 ) -> Result<(u64, AccountKey), ClientError> {
     let reply = client
         .open_account(wire::OpenAccountRequest {})
         .await?
         .into_inner();
     let key = Zeroizing::new(reply.account_key);
-    if key.is_empty() || key.len() > MAX_ACCOUNT_KEY_LEN {
-        return Err(ClientError::BadReply {
-            call: "OpenAccount",
-            detail: format!(
-                "carries an account key of {} bytes, not 1 to {MAX_ACCOUNT_KEY_LEN}",
-                key.len()
-            ),
-        });
-    }
-    Ok((reply.account_id, AccountKey::from_bytes(&key)))
+    let key = AccountKey::from_slice(suite, &key).map_err(|_| ClientError::BadReply {
+        call: "OpenAccount",
+        detail: format!(
+            "carries an account key of {} bytes, not the {} of the {} suite",
+            key.len(),
+            suite.mac_len(),
+            suite.name()
+        ),
+    })?;
+    Ok((reply.account_id, key))
 }
 
 /// What a broker says about itself.
@@ -663,7 +643,7 @@ mod tests {
 
     #[test]
     fn an_account_key_is_never_printed() {
-        let key = AccountKey::from_bytes(&[0xab; 16]);
+        let key = AccountKey::from_slice(Suite::Classic, &[0xab; 16]).unwrap();
         assert_eq!(format!("{key:?}"), "AccountKey(..)");
     }
 

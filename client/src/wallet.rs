@@ -613,18 +613,7 @@ impl Wallet {
             return Ok(joined);
         }
 
-        let (account_id, key) = protocol::open_account(&mut client).await?;
-        if key.expose_bytes().len() != info.suite.mac_len() {
-            return Err(ClientError::BadReply {
-                call: "OpenAccount",
-                detail: format!(
-                    "carries an account key of {} bytes, not the {} of the {} suite",
-                    key.expose_bytes().len(),
-                    info.suite.mac_len(),
-                    info.suite.name()
-                ),
-            });
-        }
+        let (account_id, key) = protocol::open_account(&mut client, info.suite).await?;
         self.brokers.push(BrokerAccount {
             name: info.name.clone(),
             url,

@@ -23,8 +23,8 @@ use millicent_core::payment::ChangeSlot;
 use millicent_core::scrip::{CustId, Properties, ScripBody};
 use millicent_core::suite::Mac;
 use millicent_core::{
-    Amount, CustomerKey, KeyRing, MasterSecret, Payment, Scrip, ScripId, SealPurpose, SeriesKey,
-    Suite, Variant, VendorName,
+    AccountKey, Amount, CustomerKey, KeyRing, MasterSecret, Payment, Scrip, ScripId, SealPurpose,
+    SeriesKey, Suite, Variant, VendorName,
 };
 use millicent_proto as wire;
 use millicent_proto::broker_service_server::{BrokerService, BrokerServiceServer};
@@ -277,13 +277,13 @@ impl FakeBroker {
         auth: Option<&wire::AccountAuth>,
         method: &str,
         params: &[u8],
-    ) -> Result<(u64, Mac), Status> {
+    ) -> Result<(u64, AccountKey), Status> {
         let auth = auth.ok_or_else(|| refuse(Code::Unauthenticated, "unauthenticated"))?;
         let key = account_key(&self.master, auth.account_id);
         let nonce: [u8; 16] = auth.nonce.as_slice().try_into().unwrap();
         let expected = account_mac(
             Suite::Classic,
-            key.as_bytes(),
+            key.expose_bytes(),
             method,
             auth.account_id,
             auth.timestamp_ms,
@@ -321,7 +321,9 @@ impl BrokerService for FakeBroker {
         state.balances.insert(account_id, 0);
         Ok(Response::new(wire::OpenAccountReply {
             account_id,
-            account_key: account_key(&self.master, account_id).as_bytes().to_vec(),
+            account_key: account_key(&self.master, account_id)
+                .expose_bytes()
+                .to_vec(),
         }))
     }
 
@@ -380,7 +382,7 @@ impl BrokerService for FakeBroker {
             .unwrap();
         let sealed = Suite::Classic
             .seal(
-                key.as_bytes(),
+                key.expose_bytes(),
                 SealPurpose::BrokerScripSecret,
                 &[3; 8],
                 secret.expose_bytes(),

@@ -171,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let account_keys = vec![json!({
         "master_account_secret": hex::encode(account_master.expose_bytes()),
         "account_id": "42",
-        "account_key": hex::encode(account.as_bytes()),
+        "account_key": hex::encode(account.expose_bytes()),
     })];
     let nonce: [u8; 16] = bytes(0xe0, 16).try_into().map_err(|_| "nonce length")?;
     let account_macs: Vec<Value> = [
@@ -183,7 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let timestamp_ms = 1_899_990_000_123u64;
         let mac = account_mac(
             suite,
-            account.as_bytes(),
+            account.expose_bytes(),
             method,
             42,
             timestamp_ms,
@@ -191,7 +191,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             params,
         );
         json!({
-            "account_key": hex::encode(account.as_bytes()),
+            "account_key": hex::encode(account.expose_bytes()),
             "method": method,
             "account_id": "42",
             "timestamp_ms": timestamp_ms.to_string(),

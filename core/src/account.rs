@@ -9,7 +9,7 @@
 //! broker refuses timestamps outside its clock window and treats a repeated
 //! nonce as a retry of the first call.
 
-use crate::secret::MasterSecret;
+use crate::secret::{AccountKey, MasterSecret};
 use crate::suite::{Mac, Suite};
 
 /// Domain label of account-call MACs.
@@ -20,8 +20,8 @@ pub const ACCOUNT_KEY_LABEL: &[u8] = b"MC1-AKEY";
 pub const NONCE_LEN: usize = 16;
 
 /// The key of account `account_id` under the broker's master account secret.
-pub fn account_key(master: &MasterSecret, account_id: u64) -> Mac {
-    master.mac(&[ACCOUNT_KEY_LABEL, &account_id.to_be_bytes()])
+pub fn account_key(master: &MasterSecret, account_id: u64) -> AccountKey {
+    AccountKey::from_mac(master.mac(&[ACCOUNT_KEY_LABEL, &account_id.to_be_bytes()]))
 }
 
 /// The MAC authenticating one account call.

@@ -6,6 +6,8 @@
 //! broker scrip's customer secret ([`exchange_goods`]). The reply stamp over
 //! those goods lets the customer know the broker made them.
 
+use zeroize::Zeroizing;
+
 use crate::amount::Amount;
 use crate::scrip::{Reader, Scrip, VendorName};
 use crate::secret::CustomerSecret;
@@ -81,7 +83,8 @@ pub fn open_customer_secret(
     sealed: &[u8],
     secret_suite: Suite,
 ) -> Result<CustomerSecret> {
-    let bytes = suite.open(sealing.expose_bytes(), SealPurpose::CustomerSecret, sealed)?;
+    let bytes =
+        Zeroizing::new(suite.open(sealing.expose_bytes(), SealPurpose::CustomerSecret, sealed)?);
     CustomerSecret::from_slice(secret_suite, &bytes)
 }
 

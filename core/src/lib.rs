@@ -43,7 +43,7 @@ pub use error::{Error, ErrorClass};
 pub use keys::{CustomerKey, KeyRing, SeriesKey};
 pub use payment::{Payment, PaymentReply, Variant, VerifiedPayment};
 pub use scrip::{CustId, Properties, Scrip, ScripBody, ScripId, VendorName};
-pub use secret::{CustomerSecret, MasterSecret};
+pub use secret::{AccountKey, CustomerSecret, MasterSecret};
 pub use spent::{SeriesBitmap, SpentSet};
 pub use suite::{Mac, SealPurpose, Suite};
 

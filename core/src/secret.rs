@@ -1,7 +1,7 @@
-//! Secret key material: master secrets and customer secrets.
+//! Secret key material: master secrets, customer secrets and account keys.
 //!
-//! Both types zeroise their bytes when dropped, print as `..` under `Debug`,
-//! and compare in constant time. They never appear in logs or errors.
+//! Every type here zeroises its bytes when dropped, prints as `..` under
+//! `Debug`, and compares in constant time. None appears in logs or errors.
 
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -116,6 +116,59 @@ impl std::fmt::Debug for CustomerSecret {
     }
 }
 
+/// The key of one account at a broker. The broker derives it from its master
+/// account secret ([`account_key`](crate::account::account_key)) and hands
+/// it to the customer once; the wallet keeps it. It keys the MACs of account
+/// calls and seals the customer secrets of broker scrip bought from the
+/// account.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct AccountKey {
+    len: u8,
+    bytes: [u8; crate::suite::MAX_MAC_LEN],
+}
+
+impl AccountKey {
+    /// An account key received from outside; it must be `suite`'s MAC length.
+    pub fn from_slice(suite: Suite, bytes: &[u8]) -> Result<AccountKey> {
+        if bytes.len() != suite.mac_len() {
+            return Err(Error::Malformed {
+                what: "account key",
+                detail: "wrong length for the suite",
+            });
+        }
+        Ok(AccountKey::from_mac(Mac::from_slice(bytes)))
+    }
+
+    pub(crate) fn from_mac(mac: Mac) -> AccountKey {
+        let mut bytes = [0u8; crate::suite::MAX_MAC_LEN];
+        bytes[..mac.len()].copy_from_slice(mac.as_bytes());
+        AccountKey {
+            len: mac.len() as u8,
+            bytes,
+        }
+    }
+
+    /// The raw bytes, for keying MACs, sending to the customer once and
+    /// storing in a wallet.
+    pub fn expose_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl PartialEq for AccountKey {
+    fn eq(&self, other: &AccountKey) -> bool {
+        bool::from(self.expose_bytes().ct_eq(other.expose_bytes()))
+    }
+}
+
+impl Eq for AccountKey {}
+
+impl std::fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountKey(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,11 +179,23 @@ mod tests {
         assert_eq!(format!("{master:?}"), "MasterSecret(..)");
         let customer = CustomerSecret::from_slice(Suite::Classic, &[0xcd; 16]).unwrap();
         assert_eq!(format!("{customer:?}"), "CustomerSecret(..)");
+        let account = AccountKey::from_slice(Suite::Classic, &[0xef; 16]).unwrap();
+        assert_eq!(format!("{account:?}"), "AccountKey(..)");
     }
 
     #[test]
     fn lengths_are_checked() {
         assert!(MasterSecret::from_slice(Suite::Classic, &[0; 31]).is_err());
         assert!(CustomerSecret::from_slice(Suite::Classic, &[0; 32]).is_err());
+        assert!(AccountKey::from_slice(Suite::Classic, &[0; 15]).is_err());
+    }
+
+    #[test]
+    fn equality_compares_every_byte() {
+        let key = |bytes: &[u8]| AccountKey::from_slice(Suite::Classic, bytes).unwrap();
+        let mut other = [7u8; 16];
+        assert_eq!(key(&[7; 16]), key(&other));
+        other[15] = 8;
+        assert_ne!(key(&[7; 16]), key(&other));
     }
 }

@@ -587,6 +587,35 @@ mod tests {
         assert!(store.load(&other).unwrap().series.is_empty());
     }
 
+    #[tokio::test]
+    async fn debug_output_shows_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let store = KeyStore::open(&ledger, "vendor-1", everything()).unwrap();
+        store
+            .create_own_series(&vendor(), Suite::Classic, 10, 1000, 1)
+            .unwrap();
+        let licence = store
+            .create_licence(&vendor(), Suite::Classic, "broker-1", 10, 1000)
+            .unwrap();
+        let stored = store.load(&vendor()).unwrap();
+
+        let text = format!("{licence:?} {licence:#?} {stored:?} {stored:#?}");
+        let secrets = stored
+            .series
+            .iter()
+            .map(|record| &record.key.secret)
+            .chain(stored.customers.iter().map(|key| &key.secret));
+        for secret in secrets {
+            let bytes = &secret.expose_bytes()[..4];
+            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            let decimal: Vec<String> = bytes.iter().map(u8::to_string).collect();
+            assert!(!text.contains(&hex), "{text}");
+            assert!(!text.contains(&decimal.join(", ")), "{text}");
+        }
+        assert!(text.contains("MasterSecret(..)"));
+    }
+
     #[test]
     fn records_decode_strictly() {
         let key = SeriesKey {

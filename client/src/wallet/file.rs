@@ -271,21 +271,21 @@ fn decode_record(contents: &[u8]) -> Checked<Contents> {
                 broker.name, broker.suite
             )
         })?;
-        let key = secret_bytes("account key", &broker.account_key)?;
-        if key.len() != suite.mac_len() {
-            return Err(format!(
+        let bytes = secret_bytes("account key", &broker.account_key)?;
+        let key = AccountKey::from_slice(suite, &bytes).map_err(|_| {
+            format!(
                 "the account key of broker {} is {} bytes long, not the {} of its suite",
                 broker.name,
-                key.len(),
+                bytes.len(),
                 suite.mac_len()
-            ));
-        }
+            )
+        })?;
         wallet.brokers.push(BrokerAccount {
             name: vendor_name(&broker.name)?,
             url: broker.url.clone(),
             suite,
             account_id: broker.account_id,
-            key: AccountKey::from_bytes(&key),
+            key,
             vendors: broker.vendors.clone(),
         });
     }

@@ -60,7 +60,7 @@ fn full_wallet() -> (TempDir, Wallet) {
         url: "http://127.0.0.1:7100".into(),
         suite: Suite::Classic,
         account_id: 41,
-        key: AccountKey::from_bytes(&[KEY_BYTE; 16]),
+        key: AccountKey::from_slice(Suite::Classic, &[KEY_BYTE; 16]).unwrap(),
         vendors: vec!["news.example".into()],
     });
     let mut exchanging = scrip("broker.example", 500, 1, NOW_S + 60);
@@ -181,7 +181,7 @@ fn everything_survives_a_save_and_open() {
 #[test]
 fn debug_output_shows_no_secret() {
     let (_dir, wallet) = full_wallet();
-    let text = format!("{wallet:?}");
+    let text = format!("{wallet:?} {wallet:#?}");
     assert!(text.contains("CustomerSecret(..)"));
     assert!(text.contains("AccountKey(..)"));
     for secret in [SECRET_BYTE, KEY_BYTE] {
