@@ -481,7 +481,7 @@ impl Wallet {
     /// not wait.
     pub fn open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
         let path = path.into();
-        store::require_existing(&path)?;
+        store::require_private(&path)?;
         let lock = store::lock(&path)?;
         Wallet::load(path, lock)
     }
@@ -490,7 +490,7 @@ impl Wallet {
     /// rather than wait if another `Wallet` holds the lock.
     pub fn try_open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
         let path = path.into();
-        store::require_existing(&path)?;
+        store::require_private(&path)?;
         match store::try_lock(&path)? {
             Some(lock) => Wallet::load(path, lock),
             None => Err(ClientError::WalletBusy { path }),

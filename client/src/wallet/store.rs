@@ -70,14 +70,18 @@ fn open_lock_file(lock_path: &Path) -> Result<File, ClientError> {
         .map_err(|source| io_error(lock_path, "create the lock file of", source))
 }
 
-/// Fails with [`ClientError::WalletNotFound`] if there is no file at `path`,
-/// so that a mistyped path leaves no lock file behind.
-pub(crate) fn require_existing(path: &Path) -> Result<(), ClientError> {
-    match fs::symlink_metadata(path) {
+/// Fails with [`ClientError::WalletNotFound`] if there is no file at `path`
+/// and with [`ClientError::WalletNotPrivate`] if others can reach it, before
+/// the lock is taken, so that neither a mistyped path nor a refused wallet
+/// leaves a lock file behind. [`read`] checks the open file again.
+pub(crate) fn require_private(path: &Path) -> Result<(), ClientError> {
+    match fs::metadata(path) {
+        Ok(metadata) => check_private(path, &metadata),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Err(ClientError::WalletNotFound {
             path: path.to_owned(),
         }),
-        _ => Ok(()),
+        // Whatever is wrong is reported, with its path, when the file is read.
+        Err(_) => Ok(()),
     }
 }
 

@@ -241,23 +241,43 @@ fn opening_a_missing_wallet_leaves_no_lock_file() {
 
 #[cfg(unix)]
 #[test]
-fn a_wallet_other_users_can_read_is_refused_with_how_to_fix_it() {
+fn a_wallet_other_users_can_read_is_refused_with_how_to_fix_it_and_left_alone() {
     use std::os::unix::fs::PermissionsExt;
 
-    let (_dir, wallet) = full_wallet();
-    let path = wallet.path().to_owned();
+    // A copy has no lock file yet: the refusal must not make one.
+    let (dir, wallet) = full_wallet();
+    let path = dir.path().join("copy.json");
+    fs::copy(wallet.path(), &path).unwrap();
     drop(wallet);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    let error = Wallet::open(&path).unwrap_err();
-    assert!(
-        matches!(error, ClientError::WalletNotPrivate { mode: 0o644, .. }),
-        "{error:?}"
-    );
-    let text = error.to_string();
-    assert!(
-        text.contains(&format!("chmod 600 {}", path.display())),
-        "{text}"
-    );
+    let contents = fs::read(&path).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+
+    for open in [Wallet::open, Wallet::try_open] {
+        let error = open(path.clone()).unwrap_err();
+        assert!(
+            matches!(&error, ClientError::WalletNotPrivate { path: seen, mode: 0o644 } if seen == &path),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("mode 644"), "{text}");
+        assert!(
+            text.contains(&format!("chmod 600 {}", path.display())),
+            "{text}"
+        );
+    }
+    assert_eq!(listing(), before);
+    assert_eq!(fs::read(&path).unwrap(), contents);
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
 
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     assert!(Wallet::open(&path).is_ok());
