@@ -181,13 +181,44 @@ pub(super) fn encode(path: &Path, wallet: Parts<'_>) -> Result<Zeroizing<Vec<u8>
             .collect(),
         history: wallet.history.to_vec(),
     };
-    let mut bytes = serde_json::to_vec_pretty(&record).map_err(|error| ClientError::Wallet {
+    let mut buffer = SecretBuffer::default();
+    serde_json::to_writer_pretty(&mut buffer, &record).map_err(|error| ClientError::Wallet {
         path: path.to_owned(),
         action: "encode",
         error: std::io::Error::other(error),
     })?;
-    bytes.push(b'\n');
-    Ok(Zeroizing::new(bytes))
+    buffer.append(b"\n");
+    Ok(buffer.0)
+}
+
+/// A growing buffer that wipes each allocation it outgrows, so that writing
+/// a wallet leaves no copy of its secrets in freed memory (a plain `Vec`
+/// frees its old allocation as it is when it grows).
+#[derive(Default)]
+struct SecretBuffer(Zeroizing<Vec<u8>>);
+
+impl SecretBuffer {
+    fn append(&mut self, bytes: &[u8]) {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut larger = Zeroizing::new(Vec::with_capacity(needed.max(2 * self.0.capacity())));
+            larger.extend_from_slice(&self.0);
+            // The smaller allocation is wiped as it is dropped here.
+            self.0 = larger;
+        }
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+impl std::io::Write for SecretBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.append(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn broker_record(account: &BrokerAccount) -> BrokerRecord {
