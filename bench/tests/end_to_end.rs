@@ -216,9 +216,10 @@ async fn expired_scrip_is_refused_and_stays_unspent() {
     let licence = vendor.grant_licence(request).await.unwrap().into_inner();
     let keys = key_ring(&vendor_name, &licence);
 
+    let suite = Suite::from_id(licence.suite as u8).unwrap();
     let mint = |seq: u32, expires_at: u64| {
         keys.mint(ScripBody {
-            suite: Suite::Classic,
+            suite,
             vendor: vendor_name.clone(),
             value: Amount::new(1000),
             id: ScripId::new(licence.series, seq),
@@ -229,9 +230,7 @@ async fn expired_scrip_is_refused_and_stays_unspent() {
         .unwrap()
     };
     let expired = mint(0, now_secs() - 1);
-    let secret = keys
-        .customer_secret(Suite::Classic, expired.body().cust_id)
-        .unwrap();
+    let secret = keys.customer_secret(suite, expired.body().cust_id).unwrap();
     let refused = protocol::pay(&mut vendor, &expired, &secret, Variant::Secure, &item.name).await;
     assert_eq!(reason(&refused.unwrap_err()), "expired");
 

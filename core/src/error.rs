@@ -36,6 +36,9 @@ pub enum Error {
         /// Suite identifier expected.
         expected: u8,
     },
+    /// A known suite that this party's configuration does not accept.
+    #[error("cipher suite {0} is not accepted here")]
+    SuiteNotAccepted(u8),
     /// Scrip issued for a different vendor.
     #[error("scrip is for vendor {scrip_vendor:?}, not {expected:?}")]
     WrongVendor {
@@ -120,6 +123,7 @@ impl Error {
             | Error::VariantMismatch(_)
             | Error::AmountOverflow => ErrorClass::Invalid,
             Error::WrongSuite { .. }
+            | Error::SuiteNotAccepted(_)
             | Error::WrongVendor { .. }
             | Error::UnknownSeries(_)
             | Error::UnknownCustomerSelector(_)
@@ -140,6 +144,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::UnknownSuite(_) => "unknown_suite",
             Error::WrongSuite { .. } => "wrong_suite",
+            Error::SuiteNotAccepted(_) => "suite_not_accepted",
             Error::WrongVendor { .. } => "wrong_vendor",
             Error::UnknownSeries(_) => "unknown_series",
             Error::UnknownCustomerSelector(_) => "unknown_customer_selector",

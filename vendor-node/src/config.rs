@@ -128,9 +128,15 @@ pub struct PeerSpec {
 pub struct VendorSpec {
     /// The vendor's name as it appears in scrip.
     pub name: String,
-    /// Cipher suite of the vendor's scrip: `classic`.
+    /// Cipher suite of the vendor's new scrip: `modern` (the default) or
+    /// `classic`.
     #[serde(default = "default_suite")]
     pub suite: String,
+    /// Suites whose scrip is accepted; must include `suite`. Empty means
+    /// `suite` alone. A vendor moving to another suite lists both for as
+    /// long as scrip of the older suite is live.
+    #[serde(default)]
+    pub accept_suites: Vec<String>,
     /// Payment variants accepted: any of `clear`, `secure`, `private`.
     #[serde(default = "default_variants")]
     pub variants: Vec<String>,
@@ -158,7 +164,7 @@ pub struct ItemSpec {
 }
 
 fn default_suite() -> String {
-    Suite::Classic.name().to_owned()
+    Suite::DEFAULT.name().to_owned()
 }
 
 fn default_variants() -> Vec<String> {
@@ -189,6 +195,7 @@ impl Default for VendorConfig {
             vendors: vec![VendorSpec {
                 name: "news.example".to_owned(),
                 suite: default_suite(),
+                accept_suites: Vec::new(),
                 variants: default_variants(),
                 clear_max_price: None,
                 items: vec![
@@ -370,7 +377,10 @@ pub(crate) struct Settings {
 #[derive(Clone, Debug)]
 pub(crate) struct Catalogue {
     pub(crate) name: VendorName,
+    /// The suite of new series and change.
     pub(crate) suite: Suite,
+    /// The suites whose scrip is accepted, `suite` first.
+    pub(crate) accepted_suites: Vec<Suite>,
     pub(crate) variants: Vec<Variant>,
     /// The highest price the clear variant pays for, if limited.
     pub(crate) clear_max_price: Option<Amount>,
@@ -406,14 +416,29 @@ impl VendorSpec {
     fn validate(&self) -> Result<Catalogue, VendorError> {
         let name = VendorName::new(&self.name)
             .map_err(|error| config_error(format!("vendor name {:?}: {error}", self.name)))?;
-        let suite = Suite::from_name(&self.suite).ok_or_else(|| {
-            let known: Vec<&str> = Suite::ALL.iter().map(|suite| suite.name()).collect();
-            config_error(format!(
-                "vendor {name}: unknown suite {:?}; known suites: {}",
-                self.suite,
-                known.join(", ")
-            ))
-        })?;
+        let parse_suite = |suite: &str| {
+            Suite::from_name(suite).ok_or_else(|| {
+                let known: Vec<&str> = Suite::ALL.iter().map(|suite| suite.name()).collect();
+                config_error(format!(
+                    "vendor {name}: unknown suite {suite:?}; known suites: {}",
+                    known.join(", ")
+                ))
+            })
+        };
+        let suite = parse_suite(&self.suite)?;
+        let mut accepted_suites = vec![suite];
+        for listed in &self.accept_suites {
+            let listed = parse_suite(listed)?;
+            if !accepted_suites.contains(&listed) {
+                accepted_suites.push(listed);
+            }
+        }
+        if !self.accept_suites.is_empty() && !self.accept_suites.contains(&self.suite) {
+            return Err(config_error(format!(
+                "vendor {name}: accept_suites must include the vendor's suite {:?}",
+                self.suite
+            )));
+        }
 
         let mut variants = Vec::new();
         for variant in &self.variants {
@@ -476,6 +501,7 @@ impl VendorSpec {
         let catalogue = Catalogue {
             name,
             suite,
+            accepted_suites,
             variants,
             clear_max_price: self.clear_max_price.map(Amount::new),
             items,
@@ -581,9 +607,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.node, "vendor-7");
         assert_eq!(config.retry_window_secs, 600);
-        assert_eq!(config.vendors[0].suite, "classic");
+        assert_eq!(config.vendors[0].suite, "modern");
         let catalogue = &config.validate().unwrap().catalogues[0];
         assert_eq!(catalogue.variants, vec![Variant::Secure]);
+        assert_eq!(catalogue.accepted_suites, vec![Suite::Modern]);
 
         config
             .apply_env(|name| match name {
@@ -611,7 +638,15 @@ mod tests {
             edit(&mut config);
             config.validate().unwrap_err().to_string()
         };
-        assert!(refused(&|c| c.vendors[0].suite = "modern".into()).contains("unknown suite"));
+        assert!(refused(&|c| c.vendors[0].suite = "sha1".into()).contains("unknown suite"));
+        assert!(
+            refused(&|c| c.vendors[0].accept_suites = vec!["classic".into(), "rot13".into()])
+                .contains("unknown suite \"rot13\"")
+        );
+        assert!(
+            refused(&|c| c.vendors[0].accept_suites = vec!["classic".into()])
+                .contains("accept_suites must include")
+        );
         assert!(refused(&|c| c.vendors[0].variants = vec![]).contains("no payment variant"));
         assert!(refused(&|c| c.vendors[0].items[0].price = 0).contains("price 0"));
         assert!(refused(&|c| c.vendors[0].name = "News".into()).contains("vendor name"));

@@ -220,7 +220,11 @@ pub(crate) fn offer(catalogue: &Catalogue) -> wire::VendorOffer {
             .iter()
             .map(|variant| variant_to_wire(*variant))
             .collect(),
-        suites: vec![u32::from(catalogue.suite.id())],
+        suites: catalogue
+            .accepted_suites
+            .iter()
+            .map(|suite| u32::from(suite.id()))
+            .collect(),
     }
 }
 

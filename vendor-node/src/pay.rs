@@ -126,6 +126,10 @@ impl Node {
             .ok_or_else(|| VendorError::UnknownVendor {
                 vendor: payment.scrip.body().vendor.as_str().to_owned(),
             })?;
+        let suite = payment.scrip.suite();
+        if !vendor.accepts_suite(suite) {
+            return Err(Error::SuiteNotAccepted(suite.id()).into());
+        }
         if !vendor.accepts(payment.variant) {
             return Err(VendorError::VariantNotAccepted {
                 vendor: vendor.name().clone(),

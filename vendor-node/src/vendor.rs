@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use millicent_core::{KeyRing, Variant, VendorName};
+use millicent_core::{KeyRing, Suite, Variant, VendorName};
 use millicent_ledger::{Durability, Ledger, LedgerError, SpendStore};
 
 use crate::VendorError;
@@ -118,6 +118,11 @@ impl Vendor {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Whether the vendor takes scrip of `suite`.
+    pub(crate) fn accepts_suite(&self, suite: Suite) -> bool {
+        self.catalogue.accepted_suites.contains(&suite)
     }
 
     /// Whether the vendor takes payments in `variant`.

@@ -200,7 +200,7 @@ async fn run_chain(url: String, mut chain: Chain, stop: Arc<AtomicBool>) -> Chai
             &chain.secret,
             chain.variant,
             item.as_bytes(),
-            &NONCE,
+            &nonce(chain.scrip.suite()),
         )
         .unwrap();
         let request = pay_request(&payment);
@@ -405,7 +405,7 @@ async fn accepted_payments_survive_kill_9_and_are_never_accepted_twice() {
                 secret,
                 variant,
                 other.as_bytes(),
-                &NONCE,
+                &nonce(paid.scrip.suite()),
             )
             .unwrap();
             pay_request(&payment)
@@ -427,7 +427,7 @@ async fn accepted_payments_survive_kill_9_and_are_never_accepted_twice() {
             &chain.secret,
             chain.variant,
             b"headline",
-            &NONCE,
+            &nonce(chain.scrip.suite()),
         )
         .unwrap();
         let (reply, _) = pay_until_answered(&url, &mut client, &pay_request(&payment)).await;
@@ -512,8 +512,14 @@ async fn pay_until_the_disk_is_full(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "the disk never filled up");
-        let payment =
-            Payment::prepare(scrip.clone(), &secret, Variant::Secure, b"headline", &NONCE).unwrap();
+        let payment = Payment::prepare(
+            scrip.clone(),
+            &secret,
+            Variant::Secure,
+            b"headline",
+            &nonce(scrip.suite()),
+        )
+        .unwrap();
         let request = pay_request(&payment);
         match client.pay(request.clone()).await {
             Ok(reply) => {
@@ -576,7 +582,7 @@ async fn a_full_disk_refuses_payments_and_loses_no_accepted_one() {
                 &secret,
                 Variant::Secure,
                 b"article-1",
-                &NONCE,
+                &nonce(scrip.suite()),
             )
             .unwrap();
             let status = client.pay(pay_request(&other)).await.unwrap_err();

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use millicent_core::scrip::ScripBody;
-use millicent_core::{Amount, Scrip, Variant};
+use millicent_core::{Amount, MasterSecret, Scrip, SeriesKey, Variant};
 use millicent_proto as wire;
 use tonic::Code;
 
@@ -143,7 +143,7 @@ async fn bad_payments_are_refused_and_spend_nothing() {
         &wrong,
         Variant::Secure,
         b"article-1",
-        &NONCE,
+        &nonce(scrip.suite()),
     )
     .unwrap();
     assert_eq!(
@@ -271,17 +271,33 @@ async fn scrip_goes_only_to_its_own_vendor_and_variants() {
     );
 
     // Scrip for another vendor of this node, certified with news.example's
-    // licence: shop.example holds no such series.
+    // classic licence: shop.example takes modern scrip only.
     let mut misused = Broker::for_vendor(&news, "shop.example");
     let scrip = misused.mint(100);
     let request = pay_request(&misused.payment(&scrip, Variant::Secure, "pencil"));
+    assert_eq!(
+        pay_refused(&mut client, request).await,
+        (Code::PermissionDenied, "suite_not_accepted".to_owned())
+    );
+
+    // Scrip of shop.example's suite in a series the vendor never made.
+    let mut shop = Broker::licensed(&mut client, "shop.example").await;
+    let mut forger = Broker::licensed(&mut client, "shop.example").await;
+    forger.series += 1000;
+    forger.keys.add_series(SeriesKey {
+        series: forger.series,
+        suite: forger.suite,
+        expires_at: forger.expires_at,
+        secret: MasterSecret::new(forger.suite, [7; 32]),
+    });
+    let scrip = forger.mint(100);
+    let request = pay_request(&forger.payment(&scrip, Variant::Secure, "pencil"));
     assert_eq!(
         pay_refused(&mut client, request).await,
         (Code::PermissionDenied, "unknown_series".to_owned())
     );
 
     // A variant the vendor does not take, then one it does.
-    let mut shop = Broker::licensed(&mut client, "shop.example").await;
     let scrip = shop.mint(10);
     let request = pay_request(&shop.payment(&scrip, Variant::Clear, "pencil"));
     assert_eq!(
@@ -368,7 +384,7 @@ async fn prices_list_every_vendor() {
         shop.variants,
         [wire::Variant::Secure as i32, wire::Variant::Private as i32]
     );
-    assert_eq!(shop.suites, [1]);
+    assert_eq!(shop.suites, [2]);
     node.shutdown().await.unwrap();
 }
 

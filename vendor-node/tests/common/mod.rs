@@ -19,7 +19,10 @@ use tonic::transport::Channel;
 /// The licence token the test nodes accept.
 pub const TOKEN: &str = "test-licence-token-0123456789";
 /// A private-variant nonce; tests need no unpredictability.
-pub const NONCE: [u8; 8] = [7; 8];
+/// A fixed nonce of the length `suite` takes (tests need no fresh ones).
+pub fn nonce(suite: Suite) -> Vec<u8> {
+    vec![7; suite.nonce_len()]
+}
 
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -47,6 +50,7 @@ pub fn config(dir: &Path) -> VendorConfig {
             VendorSpec {
                 name: "news.example".to_owned(),
                 suite: "classic".to_owned(),
+                accept_suites: Vec::new(),
                 variants: vec!["clear".into(), "secure".into(), "private".into()],
                 clear_max_price: None,
                 items: vec![
@@ -57,7 +61,8 @@ pub fn config(dir: &Path) -> VendorConfig {
             },
             VendorSpec {
                 name: "shop.example".to_owned(),
-                suite: "classic".to_owned(),
+                suite: "modern".to_owned(),
+                accept_suites: Vec::new(),
                 variants: vec!["secure".into(), "private".into()],
                 clear_max_price: None,
                 items: vec![item("pencil", 3, "A pencil")],
@@ -101,6 +106,7 @@ pub async fn ask_licence(
 /// A broker holding one licence.
 pub struct Broker {
     pub keys: KeyRing,
+    pub suite: Suite,
     pub series: u32,
     pub selector: u16,
     pub expires_at: u64,
@@ -135,6 +141,7 @@ impl Broker {
         });
         Broker {
             keys,
+            suite,
             series: licence.series,
             selector: licence.customer_selector as u16,
             expires_at: licence.expires_at,
@@ -147,7 +154,7 @@ impl Broker {
         let seq = self.next;
         self.next += 1;
         ScripBody {
-            suite: Suite::Classic,
+            suite: self.suite,
             vendor: self.keys.vendor().clone(),
             value: Amount::new(value),
             id: ScripId::new(self.series, seq),
@@ -174,7 +181,14 @@ impl Broker {
 
     pub fn payment(&self, scrip: &Scrip, variant: Variant, item: &str) -> Payment {
         let secret = self.secret(scrip);
-        Payment::prepare(scrip.clone(), &secret, variant, item.as_bytes(), &NONCE).unwrap()
+        Payment::prepare(
+            scrip.clone(),
+            &secret,
+            variant,
+            item.as_bytes(),
+            &nonce(scrip.suite()),
+        )
+        .unwrap()
     }
 }
 
