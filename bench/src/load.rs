@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use millicent_client::protocol::{self, connect};
 use millicent_client::stream::PaymentStream;
-use millicent_core::{Amount, CustomerSecret, Scrip, Variant, VendorName};
+use millicent_core::{Amount, CustomerSecret, Scrip, Suite, Variant, VendorName};
 use millicent_proto::broker_service_client::BrokerServiceClient;
 use millicent_proto::vendor_service_client::VendorServiceClient;
 use tonic::transport::Channel;
@@ -100,6 +100,8 @@ pub struct LoadResult {
     pub stopped: Vec<String>,
     /// Vendor the load was sent to.
     pub vendor: VendorName,
+    /// The suite of the vendor's scrip (the first its offer lists).
+    pub suite: Option<Suite>,
     /// Item bought.
     pub item: String,
 }
@@ -138,6 +140,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         );
     }
     let (vendor, item) = (offer.vendor.clone(), cheapest.name.clone());
+    let suite = offer.suites.first().copied();
 
     eprintln!(
         "funding {} customers through the broker ...",
@@ -226,6 +229,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         lost,
         stopped,
         vendor,
+        suite,
         item,
     })
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millicent_bench::{load, network, report, restart};
-use millicent_core::{Amount, Variant};
+use millicent_core::{Amount, Suite, Variant};
 
 /// Load generator and demo for the Millicent micropayment network.
 #[derive(Parser, Debug)]
@@ -75,6 +75,12 @@ struct DemoArgs {
     #[arg(long, default_value = "secure", value_parser = parse_variant)]
     variant: Variant,
 
+    /// Cipher suite of the local network's scrip: modern (HMAC-SHA-256,
+    /// ChaCha20-Poly1305) or classic (HMAC-MD5, DES-CBC). Running services
+    /// use the suite they are configured with.
+    #[arg(long, default_value = Suite::DEFAULT.name(), value_parser = parse_suite)]
+    suite: Suite,
+
     /// Pay on streams (`PayStream`, one per connection) instead of one
     /// unary call per payment.
     #[arg(long)]
@@ -108,6 +114,13 @@ struct DemoArgs {
     /// Where the local network serves Prometheus metrics.
     #[arg(long, default_value = "127.0.0.1:9300")]
     metrics_listen: SocketAddr,
+}
+
+fn parse_suite(name: &str) -> Result<Suite, String> {
+    Suite::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Suite::ALL.iter().map(|suite| suite.name()).collect();
+        format!("unknown suite {name:?}: use {}", known.join(" or "))
+    })
 }
 
 fn parse_variant(name: &str) -> Result<Variant, String> {
@@ -152,11 +165,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         (Some(_), Some(_), Some(_)) => None,
         _ => {
             install_metrics(args.metrics_listen)?;
-            let network = network::LocalNetwork::start(args.data_dir.clone()).await?;
+            let network = network::LocalNetwork::start(args.data_dir.clone(), args.suite).await?;
             println!("broker       {}", network.broker_url());
             println!("vendor node  {}", network.vendor_url());
             println!("metrics      http://{}/metrics", args.metrics_listen);
             println!("storage      {}", network.data_dir().display());
+            println!("suite        {}", args.suite.name());
             Some(network)
         }
     };

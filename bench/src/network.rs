@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use millicent_broker::{BrokerConfig, RunningBroker};
+use millicent_core::Suite;
 use millicent_vendor::{RunningVendor, VendorConfig};
 
 /// A running broker and vendor node.
@@ -21,9 +22,10 @@ pub struct LocalNetwork {
 }
 
 impl LocalNetwork {
-    /// Starts the vendor node, then the broker. Storage goes under
-    /// `data_dir`, or a temporary directory removed when the network is.
-    pub async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<LocalNetwork> {
+    /// Starts the vendor node, then the broker, both using `suite` for
+    /// their scrip. Storage goes under `data_dir`, or a temporary directory
+    /// removed when the network is.
+    pub async fn start(data_dir: Option<PathBuf>, suite: Suite) -> anyhow::Result<LocalNetwork> {
         let (data_dir, temporary) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -38,12 +40,15 @@ impl LocalNetwork {
         let operator_token = random_token();
         let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
 
-        let vendor_config = VendorConfig {
+        let mut vendor_config = VendorConfig {
             listen: loopback,
             data_dir: data_dir.join("vendor"),
             licence_token: Some(licence_token.clone()),
             ..VendorConfig::default()
         };
+        for vendor in &mut vendor_config.vendors {
+            vendor.suite = suite.name().to_owned();
+        }
         let vendor_names: Vec<String> = vendor_config
             .vendors
             .iter()
@@ -57,6 +62,7 @@ impl LocalNetwork {
             listen: loopback,
             data_dir: data_dir.join("broker"),
             operator_token: Some(operator_token.clone()),
+            suite: suite.name().to_owned(),
             vendors: vendor_names
                 .into_iter()
                 .map(|name| millicent_broker::VendorConfig {

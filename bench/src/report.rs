@@ -52,6 +52,8 @@ pub struct Report {
     pub mode: String,
     /// Vendor paid.
     pub vendor: String,
+    /// Cipher suite of the vendor's scrip: `modern` or `classic`.
+    pub suite: String,
     /// Item bought.
     pub item: String,
 }
@@ -84,6 +86,10 @@ impl Report {
             variant: variant.to_owned(),
             mode: mode.to_owned(),
             vendor: result.vendor.as_str().to_owned(),
+            suite: result
+                .suite
+                .map_or("unknown", |suite| suite.name())
+                .to_owned(),
             item: result.item.clone(),
         }
     }

@@ -24,8 +24,17 @@ fn reason(error: &ClientError) -> &str {
 }
 
 #[tokio::test]
-async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
-    let network = LocalNetwork::start(None).await.unwrap();
+async fn a_customer_pays_with_change_and_bad_scrip_is_refused_in_the_modern_suite() {
+    a_customer_pays_with_change_and_bad_scrip_is_refused(Suite::Modern).await;
+}
+
+#[tokio::test]
+async fn a_customer_pays_with_change_and_bad_scrip_is_refused_in_the_classic_suite() {
+    a_customer_pays_with_change_and_bad_scrip_is_refused(Suite::Classic).await;
+}
+
+async fn a_customer_pays_with_change_and_bad_scrip_is_refused(suite: Suite) {
+    let network = LocalNetwork::start(None, suite).await.unwrap();
     let mut broker = connect_broker(&network.broker_url()).await.unwrap();
     let mut vendor = connect_vendor(&network.vendor_url()).await.unwrap();
 
@@ -40,6 +49,10 @@ async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
     // Fund an account and turn it into vendor scrip.
     let info = protocol::broker_info(&mut broker).await.unwrap();
     assert!(info.vendors.contains(&offer.vendor.as_str().to_owned()));
+    assert_eq!(
+        (info.suite, offer.suites.as_slice()),
+        (suite, [suite].as_slice())
+    );
     let (account, key) = protocol::open_account(&mut broker, info.suite)
         .await
         .unwrap();
@@ -71,6 +84,7 @@ async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
 
     // Pay three times, each time with the change of the last payment.
     let first = exchanged.vendor_scrip.clone();
+    assert_eq!(first.suite(), suite);
     let secret = exchanged.vendor_secret;
     let mut scrip = first.clone();
     for (round, variant) in [Variant::Secure, Variant::Private, Variant::Clear]
@@ -129,7 +143,7 @@ async fn a_customer_pays_with_change_and_bad_scrip_is_refused() {
 /// own checked reply, and a replay on the stream is refused.
 #[tokio::test]
 async fn payers_share_a_payment_stream() {
-    let network = LocalNetwork::start(None).await.unwrap();
+    let network = LocalNetwork::start(None, Suite::DEFAULT).await.unwrap();
     let mut broker = connect_broker(&network.broker_url()).await.unwrap();
     let mut vendor = connect_vendor(&network.vendor_url()).await.unwrap();
     let offer = protocol::prices(&mut vendor).await.unwrap().remove(0);
@@ -199,7 +213,7 @@ async fn payers_share_a_payment_stream() {
 /// Scrip that a licensed minter made correctly but that has expired.
 #[tokio::test]
 async fn expired_scrip_is_refused_and_stays_unspent() {
-    let network = LocalNetwork::start(None).await.unwrap();
+    let network = LocalNetwork::start(None, Suite::DEFAULT).await.unwrap();
     let mut vendor = connect_vendor(&network.vendor_url()).await.unwrap();
     let offers = protocol::prices(&mut vendor).await.unwrap();
     let vendor_name = offers[0].vendor.clone();

@@ -119,6 +119,17 @@ impl ChangeIds {
         };
     }
 
+    /// Gives the series up: nothing more is handed out until
+    /// [`ChangeIds::switch`] moves to a new one.
+    pub(crate) fn stop(&self) {
+        *self.lock() = Cursor {
+            series: 0,
+            expires_at: 0,
+            next: SERIES_CAPACITY,
+            limit: SERIES_CAPACITY,
+        };
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Cursor> {
         // The cursor is a few integers updated in one step each, so a
         // panic elsewhere cannot leave it half-written.

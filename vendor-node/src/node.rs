@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use millicent_core::VendorName;
+use millicent_core::{Suite, VendorName};
 use millicent_ledger::{Ledger, SpendStore};
 use zeroize::Zeroizing;
 
@@ -109,22 +109,23 @@ impl Node {
     }
 }
 
-/// Reserves change IDs for the vendor at `index` in the background, so that
-/// payments do not wait for the commit of the next block.
-pub(crate) fn refill_in_background(node: &Arc<Node>, index: usize, now: u64) {
+/// Reserves change IDs of `suite` for the vendor at `index` in the
+/// background, so that payments do not wait for the commit of the next
+/// block.
+pub(crate) fn refill_in_background(node: &Arc<Node>, index: usize, suite: Suite, now: u64) {
     let Some(vendor) = node.vendor_at(index) else {
         return;
     };
-    if !vendor.begin_background_refill() {
+    if !vendor.begin_background_refill(suite) {
         return;
     }
     let node = node.clone();
     tokio::spawn(async move {
         if let Some(vendor) = node.vendor_at(index) {
-            if let Err(error) = vendor.refill_change_ids(now).await {
+            if let Err(error) = vendor.refill_change_ids(suite, now).await {
                 tracing::warn!(vendor = %vendor.name(), %error, "reserving change IDs failed");
             }
-            vendor.end_background_refill();
+            vendor.end_background_refill(suite);
         }
     });
 }

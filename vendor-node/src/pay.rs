@@ -175,7 +175,7 @@ impl Node {
                 let slot = if change.is_zero() {
                     None
                 } else {
-                    let taken = vendor.take_change_id().ok_or(ReplyError::NoChangeId)?;
+                    let taken = vendor.take_change_id(suite).ok_or(ReplyError::NoChangeId)?;
                     running_low = taken.running_low;
                     Some(taken.slot)
                 };
@@ -194,13 +194,13 @@ impl Node {
                 Err(SpendError::Storage(error)) => return Err(error.into()),
                 Err(SpendError::Reply(ReplyError::Refused(error))) => return Err(error.into()),
                 Err(SpendError::Reply(ReplyError::NoChangeId)) => {
-                    vendor.refill_change_ids(now).await?;
+                    vendor.refill_change_ids(suite, now).await?;
                     continue;
                 }
             };
             self.ledger.commit().await?;
             if running_low {
-                refill_in_background(self, index, now);
+                refill_in_background(self, index, suite, now);
             }
             return Ok(Paid {
                 reply,

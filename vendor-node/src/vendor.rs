@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use millicent_core::{KeyRing, Suite, Variant, VendorName};
+use millicent_core::{Error, KeyRing, Suite, Variant, VendorName};
 use millicent_ledger::{Durability, Ledger, LedgerError, SpendStore};
 
 use crate::VendorError;
@@ -32,14 +32,54 @@ pub(crate) struct Vendor {
     pub(crate) catalogue: Catalogue,
     items: HashMap<Vec<u8>, usize>,
     keys: RwLock<Arc<KeyRing>>,
-    change: ChangeIds,
+    /// One change series per accepted suite, the vendor's own suite first:
+    /// change is minted in the suite of the scrip paid, because the
+    /// customer secret that spends it belongs to that suite.
+    change: Vec<SuiteChange>,
     /// Serialises changes of this vendor's keys and change-ID marks.
     admin: tokio::sync::Mutex<()>,
-    /// Set while a background reservation of change IDs is under way.
-    refilling: AtomicBool,
     store: KeyStore,
     ledger: Ledger,
     series_lifetime_secs: u64,
+}
+
+/// Where change of one suite comes from.
+///
+/// The vendor's own suite always has a change series. Another accepted
+/// suite (one the vendor is moving away from) gets one only when a payment
+/// in it first needs change, and gives it up when it is due for
+/// replacement, so that a suite whose scrip no longer arrives stops
+/// costing series.
+#[derive(Debug)]
+struct SuiteChange {
+    suite: Suite,
+    ids: ChangeIds,
+    /// Set while a background reservation of change IDs is under way.
+    refilling: AtomicBool,
+}
+
+impl SuiteChange {
+    /// Change of `suite` with no series yet: the first take finds nothing
+    /// and the refill that follows starts a series.
+    fn unstarted(suite: Suite) -> SuiteChange {
+        SuiteChange::continuing(
+            suite,
+            ChangeIds::new(0, 0, SERIES_CAPACITY, SERIES_CAPACITY),
+        )
+    }
+
+    fn continuing(suite: Suite, ids: ChangeIds) -> SuiteChange {
+        SuiteChange {
+            suite,
+            ids,
+            refilling: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a series was started (an unstarted cursor expires at 0).
+    fn is_started(&self) -> bool {
+        self.ids.position().expires_at != 0
+    }
 }
 
 impl Vendor {
@@ -62,22 +102,30 @@ impl Vendor {
             ring.add_customer_key(key);
         }
 
-        // The newest own series of the configured suite carries on, unless
-        // it is due for replacement, in which case a new one starts below.
-        let current = stored
-            .series
-            .iter()
-            .filter(|record| record.holder == Holder::Node && record.key.suite == catalogue.suite)
-            .max_by_key(|record| record.key.expires_at)
-            .map(|record| (record.key.series, record.key.expires_at));
-        let change = match current {
-            Some((series, expires_at)) => {
-                let mark = store.change_mark(&name, series)?;
-                ChangeIds::new(series, expires_at, mark, mark)
+        // The newest own series of each accepted suite carries on, unless
+        // it is due for replacement: then the vendor's own suite starts a
+        // new one below and another suite waits until it needs change.
+        let lifetime = series_lifetime_secs;
+        let mut change = Vec::with_capacity(catalogue.accepted_suites.len());
+        let mut to_refill = Vec::new();
+        for &suite in &catalogue.accepted_suites {
+            let current = stored
+                .series
+                .iter()
+                .filter(|record| record.holder == Holder::Node && record.key.suite == suite)
+                .max_by_key(|record| record.key.expires_at)
+                .map(|record| (record.key.series, record.key.expires_at))
+                .filter(|(_, expires_at)| !is_due(lifetime, *expires_at, now));
+            match current {
+                Some((series, expires_at)) => {
+                    let mark = store.change_mark(&name, series)?;
+                    let ids = ChangeIds::new(series, expires_at, mark, mark);
+                    change.push(SuiteChange::continuing(suite, ids));
+                    to_refill.push(suite);
+                }
+                None => change.push(SuiteChange::unstarted(suite)),
             }
-            // An exhausted cursor: the first refill below starts a series.
-            None => ChangeIds::new(0, 0, SERIES_CAPACITY, SERIES_CAPACITY),
-        };
+        }
 
         let items = catalogue
             .items
@@ -85,22 +133,23 @@ impl Vendor {
             .enumerate()
             .map(|(index, item)| (item.name.as_bytes().to_vec(), index))
             .collect();
+        let own_suite = catalogue.suite;
         let vendor = Vendor {
             catalogue,
             items,
             keys: RwLock::new(Arc::new(ring)),
             change,
             admin: tokio::sync::Mutex::new(()),
-            refilling: AtomicBool::new(false),
             store,
             ledger,
             series_lifetime_secs,
         };
-        if current.is_none_or(|(_, expires_at)| vendor.is_due(expires_at, now)) {
+        if !to_refill.contains(&own_suite) {
             let _admin = vendor.admin.lock().await;
-            vendor.start_change_series(now).await?;
-        } else {
-            vendor.refill_change_ids(now).await?;
+            vendor.start_change_series(own_suite, now).await?;
+        }
+        for suite in to_refill {
+            vendor.refill_change_ids(suite, now).await?;
         }
         Ok(vendor)
     }
@@ -140,50 +189,78 @@ impl Vendor {
             })
     }
 
-    /// A fresh ID# for change, if the committed block has one left.
-    pub(crate) fn take_change_id(&self) -> Option<Taken> {
-        self.change.take()
+    /// A fresh ID# for change in `suite`, if the committed block has one
+    /// left; `None` also for a suite the vendor does not accept.
+    pub(crate) fn take_change_id(&self, suite: Suite) -> Option<Taken> {
+        self.change_of(suite)?.ids.take()
     }
 
-    /// Claims the right to run a background refill; `false` if one runs.
-    pub(crate) fn begin_background_refill(&self) -> bool {
-        !self.refilling.swap(true, Ordering::AcqRel)
+    /// Claims the right to run a background refill of `suite`'s change
+    /// IDs; `false` if one runs.
+    pub(crate) fn begin_background_refill(&self, suite: Suite) -> bool {
+        self.change_of(suite)
+            .is_some_and(|change| !change.refilling.swap(true, Ordering::AcqRel))
     }
 
     /// Ends what [`Vendor::begin_background_refill`] began.
-    pub(crate) fn end_background_refill(&self) {
-        self.refilling.store(false, Ordering::Release);
+    pub(crate) fn end_background_refill(&self, suite: Suite) {
+        if let Some(change) = self.change_of(suite) {
+            change.refilling.store(false, Ordering::Release);
+        }
     }
 
-    /// Reserves the next block of change IDs if fewer than a quarter of a
-    /// block are left, starting a new change series when the current one is
-    /// full. Returns once the new IDs are committed and usable.
-    pub(crate) async fn refill_change_ids(&self, now: u64) -> Result<(), VendorError> {
+    /// Reserves the next block of change IDs of `suite` if fewer than a
+    /// quarter of a block are left, starting a new change series when the
+    /// current one is full (or none was started). Returns once the new IDs
+    /// are committed and usable.
+    pub(crate) async fn refill_change_ids(
+        &self,
+        suite: Suite,
+        now: u64,
+    ) -> Result<(), VendorError> {
+        let change = self
+            .change_of(suite)
+            .ok_or(VendorError::Protocol(Error::SuiteNotAccepted(suite.id())))?;
         let _admin = self.admin.lock().await;
-        let position = self.change.position();
+        let position = change.ids.position();
         if position.remaining() >= LOW_WATER {
             return Ok(());
         }
         if position.limit >= SERIES_CAPACITY {
-            return self.start_change_series(now).await;
+            return self.start_change_series(suite, now).await;
         }
         let mark = (position.limit + BLOCK).min(SERIES_CAPACITY);
         self.store
             .set_change_mark(self.name(), position.series, mark)?;
         self.commit_keys().await?;
-        self.change.extend(position.series, mark);
+        change.ids.extend(position.series, mark);
         Ok(())
     }
 
-    /// Starts a new change series if the current one has less than half its
-    /// lifetime left. Returns whether it did.
-    pub(crate) async fn rotate_change_series(&self, now: u64) -> Result<bool, VendorError> {
+    /// Replaces every change series that has less than half its lifetime
+    /// left: the vendor's own suite starts a new series at once, another
+    /// suite gives its series up until a payment needs change again.
+    /// Returns the suites whose series was replaced or given up.
+    pub(crate) async fn rotate_change_series(&self, now: u64) -> Result<Vec<Suite>, VendorError> {
         let _admin = self.admin.lock().await;
-        if !self.is_due(self.change.position().expires_at, now) {
-            return Ok(false);
+        let mut rotated = Vec::new();
+        for change in &self.change {
+            if !change.is_started() || !self.is_due(change.ids.position().expires_at, now) {
+                continue;
+            }
+            if change.suite == self.catalogue.suite {
+                self.start_change_series(change.suite, now).await?;
+            } else {
+                change.ids.stop();
+                tracing::info!(
+                    vendor = %self.name(),
+                    suite = change.suite.name(),
+                    "change series of a secondary suite given up until needed"
+                );
+            }
+            rotated.push(change.suite);
         }
-        self.start_change_series(now).await?;
-        Ok(true)
+        Ok(rotated)
     }
 
     /// Creates, commits and returns the keys of a new licence for `broker`;
@@ -230,11 +307,16 @@ impl Vendor {
         grace_secs: u64,
     ) -> Result<Vec<u32>, VendorError> {
         let _admin = self.admin.lock().await;
-        let current = self.change.position().series;
+        let current: Vec<u32> = self
+            .change
+            .iter()
+            .filter(|change| change.is_started())
+            .map(|change| change.ids.position().series)
+            .collect();
         let expired: Vec<u32> = self
             .key_ring()
             .all_series()
-            .filter(|key| key.series != current)
+            .filter(|key| !current.contains(&key.series))
             .filter(|key| key.expires_at.saturating_add(grace_secs) <= now)
             .map(|key| key.series)
             .collect();
@@ -267,26 +349,36 @@ impl Vendor {
 
     /// Whether a change series expiring at `expires_at` should be replaced.
     fn is_due(&self, expires_at: u64, now: u64) -> bool {
-        expires_at.saturating_sub(now) < self.series_lifetime_secs / 2
+        is_due(self.series_lifetime_secs, expires_at, now)
     }
 
-    /// Creates and commits a new change series with its first block of IDs
-    /// reserved, then moves change to it. The caller holds the admin lock.
-    async fn start_change_series(&self, now: u64) -> Result<(), VendorError> {
+    fn change_of(&self, suite: Suite) -> Option<&SuiteChange> {
+        self.change.iter().find(|change| change.suite == suite)
+    }
+
+    /// Creates and commits a new change series of `suite` with its first
+    /// block of IDs reserved, then moves that suite's change to it. The
+    /// caller holds the admin lock.
+    async fn start_change_series(&self, suite: Suite, now: u64) -> Result<(), VendorError> {
+        let change = self
+            .change_of(suite)
+            .ok_or(VendorError::Protocol(Error::SuiteNotAccepted(suite.id())))?;
         let expires_at = now.saturating_add(self.series_lifetime_secs);
-        let key = self.store.create_own_series(
-            self.name(),
-            self.catalogue.suite,
-            now,
-            expires_at,
-            BLOCK,
-        )?;
+        let key = self
+            .store
+            .create_own_series(self.name(), suite, now, expires_at, BLOCK)?;
         self.commit_keys().await?;
         let series = key.series;
         // The ring gets the key before any change ID# of the series exists.
         self.update_ring(|ring| ring.add_series(key));
-        self.change.switch(series, expires_at, BLOCK);
-        tracing::info!(vendor = %self.name(), series, expires_at, "change series started");
+        change.ids.switch(series, expires_at, BLOCK);
+        tracing::info!(
+            vendor = %self.name(),
+            suite = suite.name(),
+            series,
+            expires_at,
+            "change series started"
+        );
         Ok(())
     }
 
@@ -318,6 +410,12 @@ impl Vendor {
     }
 }
 
+/// Whether a change series expiring at `expires_at` has less than half of
+/// a lifetime of `lifetime` seconds left.
+fn is_due(lifetime: u64, expires_at: u64, now: u64) -> bool {
+    expires_at.saturating_sub(now) < lifetime / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,7 +436,7 @@ mod tests {
     }
 
     fn next_id(vendor: &Vendor) -> ScripId {
-        vendor.take_change_id().unwrap().slot.id
+        vendor.take_change_id(Suite::DEFAULT).unwrap().slot.id
     }
 
     #[tokio::test]
@@ -351,14 +449,14 @@ mod tests {
         // Running low, the vendor reserves the next block before the first
         // is used up.
         let last = loop {
-            let taken = vendor.take_change_id().unwrap();
+            let taken = vendor.take_change_id(Suite::DEFAULT).unwrap();
             if taken.running_low {
                 break taken.slot.id;
             }
         };
         assert_eq!(u64::from(last.seq()), BLOCK - LOW_WATER);
-        vendor.refill_change_ids(NOW).await.unwrap();
-        assert_eq!(vendor.change.position().limit, 2 * BLOCK);
+        vendor.refill_change_ids(Suite::DEFAULT, NOW).await.unwrap();
+        assert_eq!(vendor.change[0].ids.position().limit, 2 * BLOCK);
         assert_eq!(next_id(&vendor).seq(), last.seq() + 1);
         drop(vendor);
 
@@ -378,8 +476,17 @@ mod tests {
         assert!(spent(first).is_ok());
 
         let half = NOW + LIFETIME / 2;
-        assert!(!vendor.rotate_change_series(half - 1).await.unwrap());
-        assert!(vendor.rotate_change_series(half + 1).await.unwrap());
+        assert!(
+            vendor
+                .rotate_change_series(half - 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            vendor.rotate_change_series(half + 1).await.unwrap(),
+            [Suite::DEFAULT]
+        );
         assert_eq!(next_id(&vendor), ScripId::new(2, 0));
         assert!(vendor.key_ring().series(1).is_some());
 
@@ -411,8 +518,66 @@ mod tests {
         let vendor = open(&ledger, NOW + LIFETIME).await;
         assert_eq!(next_id(&vendor), ScripId::new(2, 0));
         assert_eq!(
-            vendor.take_change_id().unwrap().slot.expires_at,
+            vendor
+                .take_change_id(Suite::DEFAULT)
+                .unwrap()
+                .slot
+                .expires_at,
             NOW + 2 * LIFETIME
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secondary_suite_starts_change_when_needed_and_gives_it_up_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let mut settings = VendorConfig::default();
+        settings.vendors[0].accept_suites = vec!["modern".into(), "classic".into()];
+        let settings = settings.validate().unwrap();
+        let store = KeyStore::open(&ledger, "vendor-1", settings.cluster.own()).unwrap();
+        let catalogue = settings.catalogues.into_iter().next().unwrap();
+        let vendor = Vendor::open(catalogue, store, ledger.clone(), LIFETIME, NOW)
+            .await
+            .unwrap();
+        assert_eq!(next_id(&vendor), ScripId::new(1, 0));
+
+        // No classic series exists until a payment needs classic change.
+        assert!(vendor.take_change_id(Suite::Classic).is_none());
+        vendor.refill_change_ids(Suite::Classic, NOW).await.unwrap();
+        let classic = vendor.take_change_id(Suite::Classic).unwrap().slot.id;
+        assert_eq!(classic, ScripId::new(2, 0));
+        assert_eq!(vendor.key_ring().series(2).unwrap().suite, Suite::Classic);
+
+        // At half life the own suite moves on, the classic one stops.
+        let half = NOW + LIFETIME / 2 + 1;
+        let rotated = vendor.rotate_change_series(half).await.unwrap();
+        assert_eq!(rotated, [Suite::Modern, Suite::Classic]);
+        assert_eq!(next_id(&vendor), ScripId::new(3, 0));
+        assert!(vendor.take_change_id(Suite::Classic).is_none());
+        assert!(vendor.rotate_change_series(half).await.unwrap().is_empty());
+
+        // Both old series are forgotten after expiry; the current one stays.
+        let spends = SpendStore::open(&ledger, "spends", 600).unwrap();
+        let forgotten = vendor.forget_expired_series(&spends, NOW + LIFETIME + 600, 600);
+        let mut forgotten = forgotten.await.unwrap();
+        forgotten.sort_unstable();
+        assert_eq!(forgotten, vec![1, 2]);
+        assert!(vendor.key_ring().series(3).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_suite_the_vendor_does_not_accept_has_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let vendor = open(&ledger, NOW).await;
+        assert!(vendor.take_change_id(Suite::Classic).is_none());
+        let refused = vendor.refill_change_ids(Suite::Classic, NOW).await;
+        assert_eq!(refused.unwrap_err().reason(), "suite_not_accepted");
+        assert!(
+            vendor
+                .key_ring()
+                .all_series()
+                .all(|key| key.suite == Suite::Modern)
         );
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
-use millicent_core::{Scrip, Variant};
+use millicent_core::{Scrip, Suite, Variant};
 use millicent_ledger::{Durability, Ledger};
 use millicent_vendor::RunningVendor;
 use tonic::Code;
@@ -205,5 +205,62 @@ async fn relaxed_durability_serves_and_a_clean_stop_keeps_everything() {
     let other = broker.payment(&scrip, Variant::Secure, "headline");
     let status = client.pay(pay_request(&other)).await.unwrap_err();
     assert_eq!(reason(&status), "double_spend");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_moving_to_another_suite_keeps_paying_scrip_of_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let Harness { node, mut client } = start(config(dir.path())).await;
+    let mut classic = Broker::licensed(&mut client, "news.example").await;
+    assert_eq!(classic.suite, Suite::Classic);
+    let old = classic.mint(100);
+    let unpaid = classic.mint(100);
+    node.shutdown().await.unwrap();
+
+    // news.example moves to the modern suite and still takes classic scrip.
+    let mut moved = config(dir.path());
+    moved.vendors[0].suite = "modern".to_owned();
+    moved.vendors[0].accept_suites = vec!["modern".to_owned(), "classic".to_owned()];
+    let Harness { node, mut client } = start(moved.clone()).await;
+
+    // Classic scrip pays, and its change is classic too: the customer
+    // secret that spends it is a classic one.
+    let secret = classic.secret(&old);
+    let payment = classic.payment(&old, Variant::Secure, "article-1");
+    let (_, _, change) = pay_ok(&mut client, &payment, &secret).await;
+    let change = change.unwrap();
+    assert_eq!(change.suite(), Suite::Classic);
+    let payment = classic.payment(&change, Variant::Private, "article-1");
+    let (_, goods, change) = pay_ok(&mut client, &payment, &secret).await;
+    assert_eq!(goods, b"The text of article 1");
+    assert_eq!(change.unwrap().value(), millicent_core::Amount::new(80));
+
+    // New licences, and the change of their scrip, are modern.
+    let mut modern = Broker::licensed(&mut client, "news.example").await;
+    assert_eq!(modern.suite, Suite::Modern);
+    let fresh = modern.mint(100);
+    let secret = modern.secret(&fresh);
+    let payment = modern.payment(&fresh, Variant::Secure, "article-1");
+    let (_, _, change) = pay_ok(&mut client, &payment, &secret).await;
+    assert_eq!(change.unwrap().suite(), Suite::Modern);
+    node.shutdown().await.unwrap();
+
+    // Once classic leaves the list, its scrip is refused before any check
+    // and stays unspent.
+    let mut modern_only = moved.clone();
+    modern_only.vendors[0].accept_suites = Vec::new();
+    let Harness { node, mut client } = start(modern_only).await;
+    let request = pay_request(&classic.payment(&unpaid, Variant::Secure, "article-1"));
+    assert_eq!(
+        pay_refused(&mut client, request).await,
+        (Code::PermissionDenied, "suite_not_accepted".to_owned())
+    );
+    node.shutdown().await.unwrap();
+
+    let Harness { node, mut client } = start(moved).await;
+    let secret = classic.secret(&unpaid);
+    let payment = classic.payment(&unpaid, Variant::Secure, "article-1");
+    pay_ok(&mut client, &payment, &secret).await;
     node.shutdown().await.unwrap();
 }

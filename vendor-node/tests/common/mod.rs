@@ -18,7 +18,6 @@ use tonic::transport::Channel;
 
 /// The licence token the test nodes accept.
 pub const TOKEN: &str = "test-licence-token-0123456789";
-/// A private-variant nonce; tests need no unpredictability.
 /// A fixed nonce of the length `suite` takes (tests need no fresh ones).
 pub fn nonce(suite: Suite) -> Vec<u8> {
     vec![7; suite.nonce_len()]
