@@ -1,10 +1,12 @@
 //! Group commit: many callers wait on one flush.
 //!
 //! Callers send a waiter to a single committer task. The task takes every
-//! waiter queued so far, flushes sled once on a blocking thread, and wakes
-//! them all with the result. A write made before its caller queued a waiter
-//! is therefore covered by the flush that wakes it.
+//! waiter queued so far, writes out what the [staged](Staged) parts of the
+//! store hold in memory, flushes sled once on a blocking thread, and wakes
+//! them all with the result. A write made (or staged) before its caller
+//! queued a waiter is therefore covered by the flush that wakes it.
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +32,59 @@ const GATHER: Duration = Duration::from_millis(1);
 
 type Waiter = oneshot::Sender<Result<(), LedgerError>>;
 
+/// A part of the store that gathers small writes in memory and writes them
+/// out together just before a flush, so that a flush shared by hundreds of
+/// callers also shares their writes.
+pub(crate) trait Staged: Send + Sync {
+    /// Writes everything staged so far to the store, not yet flushed. On
+    /// failure nothing staged is lost: it is written by the next call.
+    fn write_staged(&self) -> Result<(), LedgerError>;
+}
+
+/// The staged parts of one store.
+#[derive(Default)]
+pub(crate) struct Staging {
+    parts: Mutex<Vec<Weak<dyn Staged>>>,
+}
+
+impl Staging {
+    /// Adds `part`; it is dropped from the list once it is gone.
+    pub(crate) fn register(&self, part: Weak<dyn Staged>) {
+        self.lock().push(part);
+    }
+
+    /// Writes out every part; returns the first failure, after trying all.
+    pub(crate) fn write_all(&self) -> Result<(), LedgerError> {
+        let parts: Vec<Arc<dyn Staged>> = {
+            let mut parts = self.lock();
+            parts.retain(|part| part.strong_count() > 0);
+            parts.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut result = Ok(());
+        for part in parts {
+            if let Err(error) = part.write_staged() {
+                result = result.and(Err(error));
+            }
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Staged>>> {
+        // The list is only pushed to and filtered, never left half-changed.
+        self.parts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Writes out the staged parts, then flushes: what a commit waits for.
+pub(crate) fn write_and_flush(db: &sled::Db, staging: &Staging) -> Result<(), LedgerError> {
+    let staged = staging.write_all();
+    db.flush()
+        .map_err(|error| LedgerError::storage("flush", error))?;
+    staged
+}
+
 pub(crate) struct Committer {
     queue: mpsc::UnboundedSender<Waiter>,
     task: tokio::task::JoinHandle<()>,
@@ -37,17 +92,17 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(db: sled::Db, durability: Durability) -> Committer {
+    pub(crate) fn start(db: sled::Db, staging: Arc<Staging>, durability: Durability) -> Committer {
         let (queue, waiters) = mpsc::unbounded_channel();
         let task = match durability {
-            Durability::Strict => tokio::spawn(run_group_commit(db, waiters)),
+            Durability::Strict => tokio::spawn(run_group_commit(db, staging, waiters)),
             Durability::Relaxed { interval } => {
                 tracing::warn!(
                     interval_ms = interval.as_millis() as u64,
                     "relaxed durability: a crash can lose acknowledged writes from the last \
                      checkpoint interval; a vendor node may accept such scrip a second time"
                 );
-                tokio::spawn(run_checkpoints(db, interval, waiters))
+                tokio::spawn(run_checkpoints(db, staging, interval, waiters))
             }
         };
         Committer {
@@ -78,7 +133,11 @@ impl Committer {
     }
 }
 
-async fn run_group_commit(db: sled::Db, mut queue: mpsc::UnboundedReceiver<Waiter>) {
+async fn run_group_commit(
+    db: sled::Db,
+    staging: Arc<Staging>,
+    mut queue: mpsc::UnboundedReceiver<Waiter>,
+) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, usize::MAX).await > 0 {
         // Give writers already on their way a moment to join this flush:
@@ -88,12 +147,12 @@ async fn run_group_commit(db: sled::Db, mut queue: mpsc::UnboundedReceiver<Waite
             batch.push(waiter);
         }
         let started = Instant::now();
-        let flushing = db.clone();
-        let result = match tokio::task::spawn_blocking(move || flushing.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(LedgerError::storage("flush", error)),
-            Err(error) => Err(LedgerError::storage("flush", error)),
-        };
+        let (flushing, staged) = (db.clone(), staging.clone());
+        let result =
+            match tokio::task::spawn_blocking(move || write_and_flush(&flushing, &staged)).await {
+                Ok(result) => result,
+                Err(error) => Err(LedgerError::storage("flush", error)),
+            };
         metrics::histogram!("millicent_ledger_flush_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("millicent_ledger_commit_batch_size").record(batch.len() as f64);
@@ -111,6 +170,7 @@ async fn run_group_commit(db: sled::Db, mut queue: mpsc::UnboundedReceiver<Waite
 
 async fn run_checkpoints(
     db: sled::Db,
+    staging: Arc<Staging>,
     interval: Duration,
     mut closed: mpsc::UnboundedReceiver<Waiter>,
 ) {
@@ -120,10 +180,10 @@ async fn run_checkpoints(
             _ = ticker.tick() => {}
             _ = closed.recv() => break,
         }
-        let flushing = db.clone();
+        let (flushing, staged) = (db.clone(), staging.clone());
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || flushing.flush()).await {
-            Ok(Ok(_)) => {}
+        match tokio::task::spawn_blocking(move || write_and_flush(&flushing, &staged)).await {
+            Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "checkpoint failed"),
             Err(error) => tracing::error!(%error, "checkpoint task failed"),
         }
@@ -131,7 +191,7 @@ async fn run_checkpoints(
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("millicent_ledger_flushes_total").increment(1);
     }
-    if let Err(error) = db.flush() {
+    if let Err(error) = write_and_flush(&db, &staging) {
         tracing::error!(%error, "final checkpoint failed");
     }
 }

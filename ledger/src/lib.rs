@@ -63,6 +63,7 @@ impl LedgerError {
 pub struct Ledger {
     db: sled::Db,
     committer: Arc<commit::Committer>,
+    staging: Arc<commit::Staging>,
 }
 
 impl Ledger {
@@ -74,8 +75,17 @@ impl Ledger {
             .cache_capacity(256 * 1024 * 1024)
             .open()
             .map_err(|error| LedgerError::storage("open", error))?;
-        let committer = Arc::new(commit::Committer::start(db.clone(), durability));
-        Ok(Ledger { db, committer })
+        let staging = Arc::new(commit::Staging::default());
+        let committer = Arc::new(commit::Committer::start(
+            db.clone(),
+            staging.clone(),
+            durability,
+        ));
+        Ok(Ledger {
+            db,
+            committer,
+            staging,
+        })
     }
 
     /// The table `name`, created empty if it does not exist.
@@ -109,19 +119,22 @@ impl Ledger {
         self.committer.commit().await
     }
 
-    /// Flushes everything now, blocking the thread; for shutdown.
+    /// Writes out everything staged and flushes now, blocking the thread;
+    /// for shutdown and for the rare writes that must not wait.
     pub fn flush_blocking(&self) -> Result<(), LedgerError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|error| LedgerError::storage("flush", error))
+        commit::write_and_flush(&self.db, &self.staging)
+    }
+
+    /// Has `part`'s staged writes written out before every flush.
+    pub(crate) fn register_staged(&self, part: std::sync::Weak<dyn commit::Staged>) {
+        self.staging.register(part);
     }
 
     /// Flushes, stops the committer and releases the store, so that it can
     /// be opened again. Returns an error if this is not the last handle.
     pub async fn close(self) -> Result<(), LedgerError> {
         self.flush_blocking()?;
-        let Ledger { db, committer } = self;
+        let Ledger { db, committer, .. } = self;
         drop(db);
         match Arc::try_unwrap(committer) {
             Ok(committer) => {
