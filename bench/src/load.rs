@@ -6,8 +6,8 @@
 //! depends on the vendor having answered the previous one. Customers share a
 //! few gRPC channels, as a gateway in front of many users would.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -173,20 +173,28 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
             Payer::Unary(client)
         });
     }
+    // One histogram for all: a customer's own would be an allocation of a
+    // quarter of a megabyte each.
+    let latency_us = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let mut payers = tokio::task::JoinSet::new();
     for (index, customer) in customers.into_iter().enumerate() {
         let client = payers_by_channel[index % payers_by_channel.len()].clone();
         let (accepted, rejected) = (accepted.clone(), rejected.clone());
+        let latency_us = latency_us.clone();
         let (item, variant) = (item.clone(), plan.variant);
         let until = Until {
             deadline,
             stop: plan.stop.clone(),
         };
         payers.spawn(async move {
-            pay_until(
-                client, customer, &item, variant, &until, &accepted, &rejected,
-            )
-            .await
+            let counters = Counters {
+                accepted: &accepted,
+                rejected: &rejected,
+                latency_us: &latency_us,
+            };
+            pay_until(client, customer, &item, variant, &until, counters).await
         });
     }
 
@@ -196,7 +204,6 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         started,
         deadline,
     ));
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let mut spent = Vec::new();
     let (mut stopped, mut recovered, mut lost) = (Vec::new(), 0, 0);
@@ -205,7 +212,6 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         stopped.extend(outcome.stopped);
         recovered += outcome.recovered;
         lost += outcome.lost;
-        latency_us.add(&outcome.latency_us)?;
         for (reason, count) in outcome.reasons {
             *reasons.entry(reason).or_default() += count;
         }
@@ -223,7 +229,10 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         rejected: rejected.load(Ordering::Relaxed),
         rejected_by_reason: reasons.into_iter().collect(),
         elapsed,
-        latency_us,
+        latency_us: Arc::try_unwrap(latency_us)
+            .map_err(|_| anyhow::anyhow!("a payer still holds the latency histogram"))?
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
         replays,
         recovered,
         lost,
@@ -283,8 +292,14 @@ impl Until {
     }
 }
 
+/// Where customers count what they see.
+struct Counters<'a> {
+    accepted: &'a AtomicU64,
+    rejected: &'a AtomicU64,
+    latency_us: &'a Mutex<Histogram<u64>>,
+}
+
 struct PayerOutcome {
-    latency_us: Histogram<u64>,
     reasons: Vec<(String, u64)>,
     /// The customer's first scrip, if the vendor accepted it (so it is spent).
     first_scrip: Option<(Scrip, CustomerSecret)>,
@@ -305,11 +320,13 @@ async fn pay_until(
     item: &str,
     variant: Variant,
     until: &Until,
-    accepted: &AtomicU64,
-    rejected: &AtomicU64,
+    counters: Counters<'_>,
 ) -> PayerOutcome {
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .unwrap_or_else(|_| unreachable!("the histogram bounds are valid"));
+    let Counters {
+        accepted,
+        rejected,
+        latency_us,
+    } = counters;
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let Customer {
         mut scrip,
@@ -322,7 +339,12 @@ async fn pay_until(
         let sent = Instant::now();
         match client.pay(&scrip, &secret, variant, item).await {
             Ok(paid) => {
-                latency_us.saturating_record(sent.elapsed().as_micros() as u64);
+                // Recording takes nanoseconds, so the lock is hardly ever
+                // contended; a poisoned one still holds counts.
+                latency_us
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .saturating_record(sent.elapsed().as_micros() as u64);
                 accepted.fetch_add(1, Ordering::Relaxed);
                 paid_any = true;
                 recovered += u64::from(retrying);
@@ -355,7 +377,6 @@ async fn pay_until(
         }
     }
     PayerOutcome {
-        latency_us,
         reasons: reasons.into_iter().collect(),
         first_scrip: paid_any.then_some((first_scrip, secret)),
         stopped,

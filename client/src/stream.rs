@@ -5,6 +5,11 @@
 //! waits for the reply carrying it, so replies may come back in any order.
 //! Every reply is checked exactly as a unary [`pay`](crate::protocol::pay)
 //! checks it.
+//!
+//! Payments travel in batches: a task sends whatever payments are waiting
+//! as one `PayBatch` message (at most [`MAX_BATCH`] payments, well within
+//! the node's message limit), so batches grow with the load and a lone
+//! payment leaves at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use millicent_core::{CustomerSecret, Scrip, Variant};
 use millicent_proto as wire;
 use millicent_proto::vendor_service_client::VendorServiceClient;
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -26,6 +32,13 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<wire::PayStreamReply>>>>;
 
 /// How many payments may wait to be sent on the stream.
 const SEND_QUEUE: usize = 1024;
+/// Most payments in one batch: the vendor node's limit.
+pub const MAX_BATCH: usize = 256;
+/// Most bytes of payments in one batch, under the node's 64 KiB limit on a
+/// message (a payment takes at most about 1.5 KiB).
+const MAX_BATCH_BYTES: usize = 48 * 1024;
+/// Batches handed to the transport and not yet sent.
+const BATCH_QUEUE: usize = 4;
 
 /// One open `PayStream` call to a vendor node.
 pub struct PaymentStream {
@@ -33,6 +46,7 @@ pub struct PaymentStream {
     pending: Pending,
     next_sequence: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
+    batcher: tokio::task::JoinHandle<()>,
 }
 
 impl PaymentStream {
@@ -40,7 +54,9 @@ impl PaymentStream {
     pub async fn open(
         client: &mut VendorServiceClient<Channel>,
     ) -> Result<PaymentStream, ClientError> {
-        let (requests, outgoing) = mpsc::channel(SEND_QUEUE);
+        let (requests, queued) = mpsc::channel(SEND_QUEUE);
+        let (batches, outgoing) = mpsc::channel(BATCH_QUEUE);
+        let batcher = tokio::spawn(send_batches(queued, batches));
         let mut replies = client
             .pay_stream(ReceiverStream::new(outgoing))
             .await?
@@ -48,11 +64,13 @@ impl PaymentStream {
         let pending: Pending = Arc::default();
         let dispatch = pending.clone();
         let reader = tokio::spawn(async move {
-            while let Ok(Some(reply)) = replies.message().await {
-                let waiter = lock(&dispatch).remove(&reply.sequence);
-                if let Some(waiter) = waiter {
-                    // A payer that gave up no longer needs its reply.
-                    let _ = waiter.send(reply);
+            while let Ok(Some(batch)) = replies.message().await {
+                let mut waiting = lock(&dispatch);
+                for reply in batch.replies {
+                    if let Some(waiter) = waiting.remove(&reply.sequence) {
+                        // A payer that gave up no longer needs its reply.
+                        let _ = waiter.send(reply);
+                    }
                 }
             }
             // The stream ended: wake every payer still waiting, so that it
@@ -64,6 +82,7 @@ impl PaymentStream {
             pending,
             next_sequence: AtomicU64::new(0),
             reader,
+            batcher,
         })
     }
 
@@ -118,6 +137,39 @@ impl PaymentStream {
 impl Drop for PaymentStream {
     fn drop(&mut self) {
         self.reader.abort();
+        self.batcher.abort();
+    }
+}
+
+/// Sends the queued payments as batches: each batch takes every payment
+/// waiting when it is made, up to the limits.
+async fn send_batches(
+    mut queued: mpsc::Receiver<wire::PayStreamRequest>,
+    batches: mpsc::Sender<wire::PayBatch>,
+) {
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queued.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut bytes = first.encoded_len();
+        let mut payments = vec![first];
+        while payments.len() < MAX_BATCH {
+            let Ok(next) = queued.try_recv() else { break };
+            bytes += next.encoded_len();
+            if bytes > MAX_BATCH_BYTES {
+                carried = Some(next);
+                break;
+            }
+            payments.push(next);
+        }
+        if batches.send(wire::PayBatch { payments }).await.is_err() {
+            return;
+        }
     }
 }
 

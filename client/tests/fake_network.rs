@@ -137,11 +137,11 @@ impl FakeVendor {
 
 #[tonic::async_trait]
 impl VendorService for FakeVendor {
-    type PayStreamStream = tonic::codegen::BoxStream<wire::PayStreamReply>;
+    type PayStreamStream = tonic::codegen::BoxStream<wire::PayBatchReply>;
 
     async fn pay_stream(
         &self,
-        _request: Request<tonic::Streaming<wire::PayStreamRequest>>,
+        _request: Request<tonic::Streaming<wire::PayBatch>>,
     ) -> Result<Response<Self::PayStreamStream>, Status> {
         Err(Status::unimplemented("the wallet does not stream payments"))
     }

@@ -139,6 +139,17 @@ pub enum VendorError {
         /// What ran out.
         what: &'static str,
     },
+    /// A `PayStream` batch holds more payments than a batch may.
+    #[error(
+        "a PayStream batch holds {payments} payments, more than the limit of {max}; \
+         send them in smaller batches"
+    )]
+    BatchTooLarge {
+        /// Payments in the batch.
+        payments: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Every series number of the node's `series_range` is used.
     #[error(
         "vendor {vendor} has used every series number of this node's series_range \
@@ -169,6 +180,7 @@ impl VendorError {
             VendorError::WrongNode { .. } => "wrong_node",
             VendorError::Unauthenticated { .. } => "unauthenticated",
             VendorError::Storage(_) => "storage",
+            VendorError::BatchTooLarge { .. } => "too_large",
             VendorError::Exhausted { .. } | VendorError::SeriesExhausted { .. } => "exhausted",
             VendorError::Config { .. }
             | VendorError::DataDir(_)
@@ -190,6 +202,7 @@ impl VendorError {
             | VendorError::WrongNode { .. } => Code::FailedPrecondition,
             VendorError::Unauthenticated { .. } => Code::Unauthenticated,
             VendorError::Storage(_) => Code::Unavailable,
+            VendorError::BatchTooLarge { .. } => Code::InvalidArgument,
             VendorError::Exhausted { .. } | VendorError::SeriesExhausted { .. } => {
                 Code::ResourceExhausted
             }

@@ -74,3 +74,4 @@ pub use config::{
 };
 pub use error::{OWNER_NODE_KEY, OWNER_URL_KEY, REASON_KEY, VendorError};
 pub use server::{MAX_MESSAGE_BYTES, RunningVendor};
+pub use stream::MAX_BATCH;

@@ -4,8 +4,13 @@
 //!
 //! # Shape
 //!
+//! Payments come one at a time (a unary `Pay`) or many together (a message
+//! of a `PayStream` call); both go through [`Node::pay_all`], so their
+//! checks, spends, durability and metrics are the same. For each payment:
+//!
 //! 1. The wire message is converted and validated ([`crate::convert`]).
-//! 2. The scrip's vendor must be served here and take the chosen variant.
+//! 2. The scrip's vendor must be served here and take its suite and the
+//!    chosen variant.
 //! 3. The core checks the certificate, expiry, customer secret, request
 //!    stamp and, in the private variant, opens the request. It also refuses
 //!    scrip that expires after its series: a licence holder knows the
@@ -16,25 +21,30 @@
 //! 4. The request names an item; its price must be covered, and a clear
 //!    payment must be within the vendor's clear limit.
 //! 5. [`SpendStore::spend`](millicent_ledger::SpendStore::spend) marks the
-//!    ID# spent and records the reply in one atomic write, or finds that
-//!    it was spent before: by the same request (a retry, answered with the
+//!    ID# spent and stages the record of the reply, or finds that it was
+//!    spent before: by the same request (a retry, answered with the
 //!    recorded reply) or by another (a double spend). The reply, with its
 //!    change ID#, is made inside that call, so only a fresh spend takes an
 //!    ID# and IDs stay dense.
-//! 6. Nothing is answered as accepted, fresh or retried, before
-//!    [`Ledger::commit`](millicent_ledger::Ledger::commit) has returned:
-//!    the retry of a payment whose first commit failed must not be answered
-//!    from a write that is still not durable.
 //!
-//! A crash after step 5 and before the answer leaves the scrip spent with
-//! its reply on record; the customer's retry within the retry window gets
-//! that reply. Every refusal before step 5 changes no state at all.
+//! Then one [`Ledger::commit`](millicent_ledger::Ledger::commit) covers
+//! every payment of the batch, and nothing is answered as accepted, fresh
+//! or retried, before it has returned: the retry of a payment whose first
+//! commit failed must not be answered from a write that is still not
+//! durable. A failed commit refuses every payment of the batch with
+//! `storage`; their records stay staged, and identical retries get the
+//! recorded replies once the store recovers.
+//!
+//! A crash after step 5 and before the commit returns may or may not keep
+//! the spend: nothing was answered, and the customer's identical retry
+//! either gets the recorded reply or is accepted afresh. Every refusal
+//! before step 5 changes no state at all.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use millicent_core::payment::ChangeSlot;
-use millicent_core::{Amount, Error, KeyRing, Payment, Variant, VerifiedPayment};
+use millicent_core::{Amount, Error, KeyRing, Payment, Suite, Variant, VerifiedPayment};
 use millicent_ledger::{LedgerError, SpendError, SpendOutcome};
 use millicent_proto as wire;
 use prost::Message as _;
@@ -53,12 +63,12 @@ const MAX_CHANGE_WAITS: usize = 3;
 
 /// An accepted payment.
 #[derive(Debug)]
-pub(crate) struct Paid {
-    pub(crate) reply: wire::PayReply,
+struct Paid {
+    reply: wire::PayReply,
     /// Whether this answered a retry of a payment accepted before.
-    pub(crate) retried: bool,
+    retried: bool,
     /// The value of the change minted for it.
-    pub(crate) change: Amount,
+    change: Amount,
 }
 
 /// Why making a reply inside the spend failed.
@@ -70,57 +80,183 @@ enum ReplyError {
     Refused(Error),
 }
 
+/// A payment that passed every check before its spend.
+struct Checked<'a> {
+    vendor: &'a Vendor,
+    keys: Arc<KeyRing>,
+    verified: VerifiedPayment,
+    item: &'a Item,
+    change: Amount,
+    /// Determines the payment exactly, for telling a retry from a double
+    /// spend: its variant (the same item asked for in another variant is
+    /// another payment, and the recorded reply would not fit it), then the
+    /// request stamp, which covers the plaintext request, or for a clear
+    /// payment the request itself.
+    fingerprint: Vec<u8>,
+}
+
+/// Where one payment of a batch stands.
+enum Settled<'a> {
+    /// Spent (or found spent by the same request), waiting for the commit.
+    Spent {
+        vendor: usize,
+        paid: Paid,
+        /// The change IDs of this suite are running low.
+        refill: Option<Suite>,
+    },
+    /// The change IDs were used up: waits for more, then spends again.
+    NeedsChange {
+        vendor: usize,
+        checked: Box<Checked<'a>>,
+    },
+    /// Refused; nothing changed.
+    Refused {
+        vendor: Option<usize>,
+        error: VendorError,
+    },
+}
+
 impl Node {
-    /// Takes one payment and records its metrics.
+    /// Takes one payment: [`Node::pay_all`] of one.
     pub(crate) async fn pay(
         self: &Arc<Node>,
         request: wire::PayRequest,
     ) -> Result<wire::PayReply, VendorError> {
-        let started = Instant::now();
-        let now = unix_now();
-        let (label, result) = match convert::payment(request) {
-            Err(error) => (None, Err(VendorError::from(error))),
-            Ok(payment) => match self.vendor_index(&payment.scrip.body().vendor) {
-                Err(error) => (None, Err(error)),
-                Ok(index) => (Some(index), self.pay_vendor(index, payment, now).await),
-            },
-        };
-
-        let vendor = label
-            .and_then(|index| self.vendor_at(index))
-            .map_or("unknown", |vendor| vendor.name().as_str())
-            .to_owned();
-        match &result {
-            Ok(paid) if paid.retried => count(&vendor, "retried"),
-            Ok(paid) => {
-                count(&vendor, "accepted");
-                let labels = [("vendor", vendor)];
-                metrics::counter!("millicent_vendor_value_redeemed_total", &labels)
-                    .increment(paid.reply.price);
-                if !paid.change.is_zero() {
-                    metrics::counter!("millicent_vendor_scrip_issued_total", &labels).increment(1);
-                    metrics::counter!("millicent_vendor_scrip_issued_value_total", &labels)
-                        .increment(paid.change.units());
-                }
-            }
-            Err(error) => {
-                if let VendorError::Storage(cause) = error {
-                    tracing::error!(%cause, "payment refused: the store failed");
-                }
-                count(&vendor, error.reason());
-            }
-        }
-        metrics::histogram!("millicent_vendor_payment_seconds")
-            .record(started.elapsed().as_secs_f64());
-        result.map(|paid| paid.reply)
+        let mut answers = self.pay_all(vec![request]).await;
+        answers
+            .pop()
+            .unwrap_or_else(|| unreachable!("pay_all answers every payment it is given"))
     }
 
-    async fn pay_vendor(
+    /// Takes many payments at once, answering each as a unary `Pay` would,
+    /// in the order given. Their spends share one commit.
+    pub(crate) async fn pay_all(
         self: &Arc<Node>,
-        index: usize,
-        payment: Payment,
+        requests: Vec<wire::PayRequest>,
+    ) -> Vec<Result<wire::PayReply, VendorError>> {
+        let started = Instant::now();
+        let now = unix_now();
+        let mut settled: Vec<Settled<'_>> = requests
+            .into_iter()
+            .map(|request| self.settle_request(request, now))
+            .collect();
+
+        for _ in 0..MAX_CHANGE_WAITS {
+            let waited;
+            (settled, waited) = self.wait_for_change(settled, now).await;
+            if !waited {
+                break;
+            }
+        }
+
+        let spent_any = settled
+            .iter()
+            .any(|payment| matches!(payment, Settled::Spent { .. }));
+        if spent_any && let Err(error) = self.ledger.commit().await {
+            for payment in &mut settled {
+                if let Settled::Spent { vendor, .. } = payment {
+                    *payment = Settled::Refused {
+                        vendor: Some(*vendor),
+                        error: VendorError::Storage(error.clone()),
+                    };
+                }
+            }
+        }
+
+        let elapsed = started.elapsed().as_secs_f64();
+        settled
+            .into_iter()
+            .map(|payment| {
+                metrics::histogram!("millicent_vendor_payment_seconds").record(elapsed);
+                self.answer(payment, now)
+            })
+            .collect()
+    }
+
+    /// The payments of `settled` that found no change ID wait for the next
+    /// block of their vendor and suite, then spend again. Also returns
+    /// whether any was waiting.
+    async fn wait_for_change<'a>(
+        &'a self,
+        settled: Vec<Settled<'a>>,
         now: u64,
-    ) -> Result<Paid, VendorError> {
+    ) -> (Vec<Settled<'a>>, bool) {
+        let mut waiting: Vec<(usize, Suite)> = settled
+            .iter()
+            .filter_map(|payment| match payment {
+                Settled::NeedsChange { vendor, checked } => {
+                    Some((*vendor, checked.verified.scrip().suite()))
+                }
+                _ => None,
+            })
+            .collect();
+        if waiting.is_empty() {
+            return (settled, false);
+        }
+        waiting.sort_unstable_by_key(|(vendor, suite)| (*vendor, suite.id()));
+        waiting.dedup();
+        let mut failed = Vec::new();
+        for (index, suite) in waiting {
+            if let Some(vendor) = self.vendor_at(index)
+                && let Err(error) = vendor.refill_change_ids(suite, now).await
+            {
+                failed.push((index, suite, error));
+            }
+        }
+
+        let settled = settled
+            .into_iter()
+            .map(|payment| {
+                let Settled::NeedsChange { vendor, checked } = payment else {
+                    return payment;
+                };
+                let suite = checked.verified.scrip().suite();
+                match failed
+                    .iter()
+                    .find(|(index, failed_suite, _)| *index == vendor && *failed_suite == suite)
+                {
+                    Some((_, _, error)) => Settled::Refused {
+                        vendor: Some(vendor),
+                        error: refill_refusal(error, checked.vendor),
+                    },
+                    None => self.spend(vendor, *checked, now),
+                }
+            })
+            .collect();
+        (settled, true)
+    }
+
+    /// Converts, routes and spends one payment.
+    fn settle_request(&self, request: wire::PayRequest, now: u64) -> Settled<'_> {
+        let payment = match convert::payment(request) {
+            Ok(payment) => payment,
+            Err(error) => {
+                return Settled::Refused {
+                    vendor: None,
+                    error: error.into(),
+                };
+            }
+        };
+        let index = match self.vendor_index(&payment.scrip.body().vendor) {
+            Ok(index) => index,
+            Err(error) => {
+                return Settled::Refused {
+                    vendor: None,
+                    error,
+                };
+            }
+        };
+        match self.check(index, payment, now) {
+            Ok(checked) => self.spend(index, checked, now),
+            Err(error) => Settled::Refused {
+                vendor: Some(index),
+                error,
+            },
+        }
+    }
+
+    /// Every check of a payment before its spend (steps 2 to 4).
+    fn check(&self, index: usize, payment: Payment, now: u64) -> Result<Checked<'_>, VendorError> {
         let vendor = self
             .vendor_at(index)
             .ok_or_else(|| VendorError::UnknownVendor {
@@ -155,63 +291,134 @@ impl Node {
         }
         let change = verified.change_value(item.price)?;
 
-        // The fingerprint determines the payment exactly: its variant (the
-        // same item asked for in another variant is another payment, and
-        // the recorded reply would not fit it), then the request stamp,
-        // which covers the plaintext request, or for a clear payment the
-        // request itself.
         let mut fingerprint = vec![variant_byte(verified.variant())];
         fingerprint.extend_from_slice(match verified.request_stamp() {
             Some(stamp) => stamp.as_bytes(),
             None => verified.request(),
         });
-        let fingerprint = fingerprint.as_slice();
-        let id = verified.scrip().id();
-        for _ in 0..MAX_CHANGE_WAITS {
-            let mut running_low = false;
-            // A fresh reply is kept as made, saving a decode of its bytes.
-            let mut made = None;
-            let outcome = self.spends.spend(vendor.name(), id, fingerprint, now, || {
-                let slot = if change.is_zero() {
+        Ok(Checked {
+            vendor,
+            keys,
+            verified,
+            item,
+            change,
+            fingerprint,
+        })
+    }
+
+    /// Step 5: spends a checked payment (not yet committed).
+    fn spend<'a>(&self, index: usize, checked: Checked<'a>, now: u64) -> Settled<'a> {
+        let vendor = checked.vendor;
+        let suite = checked.verified.scrip().suite();
+        let id = checked.verified.scrip().id();
+        let mut running_low = false;
+        // A fresh reply is kept as made, saving a decode of its bytes.
+        let mut made = None;
+        let outcome = self
+            .spends
+            .spend(vendor.name(), id, &checked.fingerprint, now, || {
+                let slot = if checked.change.is_zero() {
                     None
                 } else {
                     let taken = vendor.take_change_id(suite).ok_or(ReplyError::NoChangeId)?;
                     running_low = taken.running_low;
                     Some(taken.slot)
                 };
-                let reply = make_reply(vendor, &keys, &verified, item, slot)?;
+                let reply =
+                    make_reply(vendor, &checked.keys, &checked.verified, checked.item, slot)?;
                 let bytes = reply.encode_to_vec();
                 made = Some(reply);
                 Ok(bytes)
             });
-            let (reply, retried) = match outcome {
-                Ok(SpendOutcome::Fresh(bytes)) => match made {
-                    Some(reply) => (reply, false),
-                    None => (decode_reply(&bytes)?, false),
+        let refused = |error: VendorError| Settled::Refused {
+            vendor: Some(index),
+            error,
+        };
+        let (reply, retried) = match outcome {
+            Ok(SpendOutcome::Fresh(bytes)) => match made {
+                Some(reply) => (reply, false),
+                None => match decode_reply(&bytes) {
+                    Ok(reply) => (reply, false),
+                    Err(error) => return refused(error),
                 },
-                Ok(SpendOutcome::Retry(bytes)) => (decode_reply(&bytes)?, true),
-                Err(SpendError::DoubleSpend) => return Err(VendorError::DoubleSpend { id }),
-                Err(SpendError::Storage(error)) => return Err(error.into()),
-                Err(SpendError::Reply(ReplyError::Refused(error))) => return Err(error.into()),
-                Err(SpendError::Reply(ReplyError::NoChangeId)) => {
-                    vendor.refill_change_ids(suite, now).await?;
-                    continue;
-                }
-            };
-            self.ledger.commit().await?;
-            if running_low {
-                refill_in_background(self, index, suite, now);
+            },
+            Ok(SpendOutcome::Retry(bytes)) => match decode_reply(&bytes) {
+                Ok(reply) => (reply, true),
+                Err(error) => return refused(error),
+            },
+            Err(SpendError::DoubleSpend) => return refused(VendorError::DoubleSpend { id }),
+            Err(SpendError::Storage(error)) => return refused(error.into()),
+            Err(SpendError::Reply(ReplyError::Refused(error))) => return refused(error.into()),
+            Err(SpendError::Reply(ReplyError::NoChangeId)) => {
+                return Settled::NeedsChange {
+                    vendor: index,
+                    checked: Box::new(checked),
+                };
             }
-            return Ok(Paid {
+        };
+        Settled::Spent {
+            vendor: index,
+            paid: Paid {
                 reply,
                 retried,
-                change,
-            });
+                change: checked.change,
+            },
+            refill: running_low.then_some(suite),
         }
-        Err(VendorError::Exhausted {
-            vendor: vendor.name().clone(),
-            what: "change IDs for now; retry the payment",
-        })
+    }
+
+    /// The answer to one payment of a batch, counted in the metrics.
+    fn answer(
+        self: &Arc<Node>,
+        payment: Settled<'_>,
+        now: u64,
+    ) -> Result<wire::PayReply, VendorError> {
+        let (index, result) = match payment {
+            Settled::Spent {
+                vendor,
+                paid,
+                refill,
+            } => {
+                if let Some(suite) = refill {
+                    refill_in_background(self, vendor, suite, now);
+                }
+                (Some(vendor), Ok(paid))
+            }
+            Settled::NeedsChange { vendor, checked } => (
+                Some(vendor),
+                Err(VendorError::Exhausted {
+                    vendor: checked.vendor.name().clone(),
+                    what: "change IDs for now; retry the payment",
+                }),
+            ),
+            Settled::Refused { vendor, error } => (vendor, Err(error)),
+        };
+
+        let vendor = index
+            .and_then(|index| self.vendor_at(index))
+            .map_or("unknown", |vendor| vendor.name().as_str())
+            .to_owned();
+        match &result {
+            Ok(paid) if paid.retried => count(&vendor, "retried"),
+            Ok(paid) => {
+                count(&vendor, "accepted");
+                let labels = [("vendor", vendor)];
+                metrics::counter!("millicent_vendor_value_redeemed_total", &labels)
+                    .increment(paid.reply.price);
+                if !paid.change.is_zero() {
+                    metrics::counter!("millicent_vendor_scrip_issued_total", &labels).increment(1);
+                    metrics::counter!("millicent_vendor_scrip_issued_value_total", &labels)
+                        .increment(paid.change.units());
+                }
+            }
+            Err(error) => {
+                if let VendorError::Storage(cause) = error {
+                    tracing::error!(%cause, "payment refused: the store failed");
+                }
+                count(&vendor, error.reason());
+            }
+        }
+        result.map(|paid| paid.reply)
     }
 
     /// Points a payment in a series a peer owns to that peer; any other
@@ -276,6 +483,27 @@ fn make_reply(
         .reply(keys, item.price, slot, &item.goods, nonce)
         .map_err(ReplyError::Refused)?;
     Ok(convert::reply_to_wire(&reply))
+}
+
+/// The refusal of each payment of a batch that waited on one failed
+/// reservation of change IDs for `vendor`.
+fn refill_refusal(error: &VendorError, vendor: &Vendor) -> VendorError {
+    match error {
+        VendorError::Storage(cause) => VendorError::Storage(cause.clone()),
+        VendorError::SeriesExhausted {
+            vendor,
+            first,
+            last,
+        } => VendorError::SeriesExhausted {
+            vendor: vendor.clone(),
+            first: *first,
+            last: *last,
+        },
+        _ => VendorError::Exhausted {
+            vendor: vendor.name().clone(),
+            what: "change IDs for now; retry the payment",
+        },
+    }
 }
 
 fn count(vendor: &str, outcome: &'static str) {

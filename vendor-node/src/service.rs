@@ -70,7 +70,7 @@ impl VendorService for GrpcVendor {
 
     async fn pay_stream(
         &self,
-        request: Request<Streaming<wire::PayStreamRequest>>,
+        request: Request<Streaming<wire::PayBatch>>,
     ) -> Result<Response<Self::PayStreamStream>, Status> {
         let replies = stream::serve(
             self.node.clone(),

@@ -1,41 +1,44 @@
-//! Payment streams: many payments on one `PayStream` call.
+//! Payment streams: many payments on one `PayStream` call, in batches.
 //!
-//! A unary call per payment costs a round trip and a gRPC call each; a
-//! stream pays for them once. Every element still goes through
-//! [`Node::pay`], the path of a unary `Pay`, so its checks, its spend, its
-//! durability and its metrics are exactly those of `Pay`: a reply leaves
-//! only once its spend is durable.
+//! A unary call per payment costs a round trip, a gRPC call and a commit
+//! each; a stream pays for the call once, and each message on it carries a
+//! batch of payments that share their checks' overhead and one commit.
+//! Every batch goes through [`Node::pay_all`], the path of a unary `Pay`,
+//! so its checks, its spends, its durability and its metrics are exactly
+//! those of `Pay`: an answer leaves only once its spend is durable.
 //!
 //! # Concurrency and order
 //!
-//! The elements of one stream are paid concurrently, up to
-//! [`MAX_IN_FLIGHT`] at a time, so that one stream fills the group commit's
-//! flushes as many unary callers would. Replies leave as their payments
-//! finish, hence in any order; each carries the sequence number of the
-//! element it answers.
+//! The batches of one stream are paid concurrently, up to
+//! [`MAX_IN_FLIGHT`] payments at a time, so that one stream keeps the group
+//! commit's flushes full whatever the size of its batches. Each batch is answered by one message, once all
+//! of its payments are settled; answers of different batches leave as
+//! their batches finish, hence in any order, and each answer carries the
+//! sequence number of the payment it answers.
 //!
 //! # Back-pressure
 //!
-//! The next element is read only when fewer than [`MAX_IN_FLIGHT`] are in
-//! flight, and a finished payment holds its place until its reply fits in
-//! the outgoing queue. A client that stops reading replies therefore stops
-//! the node reading its payments, and HTTP/2 flow control pushes back on
-//! the client; a stream never holds more than a bounded amount of work.
+//! A batch read waits until its payments fit under [`MAX_IN_FLIGHT`], and
+//! the next is read only once it has started; a finished batch holds its
+//! places until its answers fit in the outgoing queue. A client that stops reading answers therefore
+//! stops the node reading its payments, and HTTP/2 flow control pushes back
+//! on the client; a stream never holds more than a bounded amount of work.
 //!
 //! # Refusals and the end of a stream
 //!
-//! A refused element, malformed ones included, is answered with a
-//! `Refusal` and the stream goes on. A payment still unfinished after the
-//! node's request timeout is answered as a unary call would be, CANCELLED
-//! without a reason, so that one stuck payment cannot hold its place for
-//! ever; like a unary call that timed out, it may have been accepted, and
-//! its identical retry says which. Only an element that cannot be read at
-//! all (it does not decode as a `PayStreamRequest`, or is over the message
-//! size limit) ends the stream, since it has no sequence number to answer
-//! with: the elements in flight are answered first, then the stream ends
-//! with that element's status. A client that goes away stops the reading;
-//! payments already started still complete and stay spent, and their
-//! retries get their replies.
+//! A refused payment, malformed ones included, is answered with a
+//! `Refusal` and the stream goes on; so is every payment of a batch larger
+//! than [`MAX_BATCH`], none of which is paid. A batch still unfinished
+//! after the node's request timeout is answered as unary calls would be,
+//! CANCELLED without a reason, so that one stuck commit cannot hold its
+//! place for ever; like a unary call that timed out, each of its payments
+//! may have been accepted, and its identical retry says which. Only a
+//! message that cannot be read at all (it does not decode as a `PayBatch`,
+//! or is over the message size limit) ends the stream, since its payments
+//! have no sequence numbers to answer with: the batches in flight are
+//! answered first, then the stream ends with that message's status. A
+//! client that goes away stops the reading; payments already started still
+//! complete and stay spent, and their retries get their replies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,60 +49,65 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::Status;
 
+use crate::VendorError;
 use crate::convert;
 use crate::node::Node;
 
+/// Most payments in one batch.
+pub const MAX_BATCH: usize = 256;
 /// Most payments of one stream in flight at once.
-pub(crate) const MAX_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_IN_FLIGHT: usize = 8 * MAX_BATCH;
+/// Answers waiting to be sent, in batches.
+const REPLY_QUEUE: usize = 16;
 
 /// What a `PayStream` call sends back.
-pub(crate) type Replies = ReceiverStream<Result<wire::PayStreamReply, Status>>;
+pub(crate) type Replies = ReceiverStream<Result<wire::PayBatchReply, Status>>;
 
-/// Starts paying the elements of `inbound`, each for at most `timeout`,
-/// and returns the stream of replies.
+/// Starts paying the batches of `inbound`, each for at most `timeout`, and
+/// returns the stream of answers.
 pub(crate) fn serve<S>(node: Arc<Node>, inbound: S, timeout: Duration) -> Replies
 where
-    S: Stream<Item = Result<wire::PayStreamRequest, Status>> + Send + Unpin + 'static,
+    S: Stream<Item = Result<wire::PayBatch, Status>> + Send + Unpin + 'static,
 {
-    let (replies, outbound) = mpsc::channel(MAX_IN_FLIGHT);
+    let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
     tokio::spawn(read(node, inbound, timeout, replies));
     ReceiverStream::new(outbound)
 }
 
-/// Reads elements and starts a payment for each, until the client stops
-/// sending, goes away, or sends something unreadable.
+/// Reads batches and starts paying each, until the client stops sending,
+/// goes away, or sends something unreadable.
 async fn read<S>(
     node: Arc<Node>,
     mut inbound: S,
     timeout: Duration,
-    replies: mpsc::Sender<Result<wire::PayStreamReply, Status>>,
+    replies: mpsc::Sender<Result<wire::PayBatchReply, Status>>,
 ) where
-    S: Stream<Item = Result<wire::PayStreamRequest, Status>> + Unpin,
+    S: Stream<Item = Result<wire::PayBatch, Status>> + Unpin,
 {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let unreadable = loop {
-        // A place first, so that no element is read that cannot start.
-        let place = tokio::select! {
-            place = in_flight.clone().acquire_owned() => place,
+        let batch = tokio::select! {
+            batch = inbound.next() => batch,
             () = replies.closed() => return,
         };
-        // The semaphore is never closed, so a place always comes.
-        let Ok(place) = place else { return };
-        let element = tokio::select! {
-            element = inbound.next() => element,
-            () = replies.closed() => return,
-        };
-        match element {
+        let batch = match batch {
             None => return,
             Some(Err(status)) => break status,
-            Some(Ok(element)) => {
-                let payment = pay(node.clone(), element, timeout, replies.clone(), place);
-                tokio::spawn(payment);
-            }
-        }
+            Some(Ok(batch)) => batch,
+        };
+        // A batch over the limit takes one place: it is only refused.
+        let places = batch.payments.len().clamp(1, MAX_BATCH);
+        let places = u32::try_from(places).unwrap_or(1);
+        let places = tokio::select! {
+            places = in_flight.clone().acquire_many_owned(places) => places,
+            () = replies.closed() => return,
+        };
+        // The semaphore is never closed, so places always come.
+        let Ok(places) = places else { return };
+        tokio::spawn(pay(node.clone(), batch, timeout, replies.clone(), places));
     };
 
-    // Every element read so far is answered before the stream ends.
+    // Every batch read so far is answered before the stream ends.
     let all = u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX);
     tokio::select! {
         _ = in_flight.acquire_many(all) => {
@@ -110,22 +118,46 @@ async fn read<S>(
     }
 }
 
-/// Pays one element and queues its reply; its place is freed once the
-/// reply is queued.
+/// Pays one batch and queues its answers; its places are freed once they
+/// are queued.
 async fn pay(
     node: Arc<Node>,
-    element: wire::PayStreamRequest,
+    batch: wire::PayBatch,
     timeout: Duration,
-    replies: mpsc::Sender<Result<wire::PayStreamReply, Status>>,
-    place: OwnedSemaphorePermit,
+    replies: mpsc::Sender<Result<wire::PayBatchReply, Status>>,
+    places: OwnedSemaphorePermit,
 ) {
-    let (sequence, request) = convert::stream_element(element);
-    let answer = match tokio::time::timeout(timeout, node.pay(request)).await {
-        Ok(result) => convert::stream_reply(sequence, result),
-        Err(_) => convert::stream_timeout(sequence, timeout),
+    let (sequences, requests): (Vec<u64>, Vec<wire::PayRequest>) = batch
+        .payments
+        .into_iter()
+        .map(convert::stream_element)
+        .unzip();
+    let answers = if requests.len() > MAX_BATCH {
+        let refusal = || VendorError::BatchTooLarge {
+            payments: requests.len(),
+            max: MAX_BATCH,
+        };
+        sequences
+            .into_iter()
+            .map(|sequence| convert::stream_reply(sequence, Err(refusal())))
+            .collect()
+    } else {
+        match tokio::time::timeout(timeout, node.pay_all(requests)).await {
+            Ok(results) => sequences
+                .into_iter()
+                .zip(results)
+                .map(|(sequence, result)| convert::stream_reply(sequence, result))
+                .collect(),
+            Err(_) => sequences
+                .into_iter()
+                .map(|sequence| convert::stream_timeout(sequence, timeout))
+                .collect(),
+        }
     };
-    // A client that has gone away needs no reply; the payment stands, and
-    // its retry gets the same reply.
-    let _ = replies.send(Ok(answer)).await;
-    drop(place);
+    // A client that has gone away needs no answers; the payments stand, and
+    // their retries get the same replies.
+    let _ = replies
+        .send(Ok(wire::PayBatchReply { replies: answers }))
+        .await;
+    drop(places);
 }

@@ -270,16 +270,24 @@ async fn pay_on_stream(
             payment: Some(payment),
         })
         .collect();
+    let batches: Vec<wire::PayBatch> = elements
+        .chunks(64)
+        .map(|payments| wire::PayBatch {
+            payments: payments.to_vec(),
+        })
+        .collect();
     let mut replies = client
-        .pay_stream(tokio_stream::iter(elements))
+        .pay_stream(tokio_stream::iter(batches))
         .await
         .unwrap()
         .into_inner();
     let mut answers: Vec<Option<Answer>> = vec![None; count];
-    while let Some(reply) = replies.message().await.unwrap() {
-        let slot = &mut answers[reply.sequence as usize];
-        assert!(slot.is_none(), "sequence {} answered twice", reply.sequence);
-        *slot = reply.result;
+    while let Some(batch) = replies.message().await.unwrap() {
+        for reply in batch.replies {
+            let slot = &mut answers[reply.sequence as usize];
+            assert!(slot.is_none(), "sequence {} answered twice", reply.sequence);
+            *slot = reply.result;
+        }
     }
     answers
         .into_iter()

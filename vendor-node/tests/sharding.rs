@@ -122,12 +122,17 @@ async fn each_node_takes_its_own_series_and_points_to_the_owner_of_the_others() 
         sequence: 1,
         payment: Some(pay_request(&payment)),
     };
+    let batch = wire::PayBatch {
+        payments: vec![element],
+    };
     let mut replies = at_b
-        .pay_stream(tokio_stream::iter([element]))
+        .pay_stream(tokio_stream::iter([batch]))
         .await
         .unwrap()
         .into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
+    let mut answers = replies.message().await.unwrap().unwrap().replies;
+    assert_eq!(answers.len(), 1);
+    let reply = answers.remove(0);
     let Some(Answer::Refusal(refusal)) = reply.result else {
         panic!("not refused: {reply:?}");
     };

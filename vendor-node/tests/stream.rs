@@ -16,27 +16,47 @@ use millicent_proto::vendor_service_client::VendorServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// Sends `elements` on one stream, then closes it; returns the answers by
-/// sequence number and how the stream ended.
+/// Payments per batch the tests send.
+const BATCH: usize = 50;
+
+/// Sends `elements` on one stream in batches of [`BATCH`], then closes it;
+/// returns the answers by sequence number and how the stream ended.
 async fn stream(
     client: &mut VendorServiceClient<Channel>,
     elements: Vec<wire::PayStreamRequest>,
 ) -> (HashMap<u64, Answer>, Result<(), tonic::Status>) {
+    let batches: Vec<wire::PayBatch> = elements
+        .chunks(BATCH)
+        .map(|payments| wire::PayBatch {
+            payments: payments.to_vec(),
+        })
+        .collect();
+    send(client, batches).await
+}
+
+/// Sends `batches` on one stream, then closes it; returns the answers by
+/// sequence number and how the stream ended.
+async fn send(
+    client: &mut VendorServiceClient<Channel>,
+    batches: Vec<wire::PayBatch>,
+) -> (HashMap<u64, Answer>, Result<(), tonic::Status>) {
     let mut replies = client
-        .pay_stream(tokio_stream::iter(elements))
+        .pay_stream(tokio_stream::iter(batches))
         .await
         .unwrap()
         .into_inner();
     let mut answers = HashMap::new();
     loop {
         match replies.message().await {
-            Ok(Some(reply)) => {
-                let previous = answers.insert(reply.sequence, reply.result.unwrap());
-                assert!(
-                    previous.is_none(),
-                    "sequence {} answered twice",
-                    reply.sequence
-                );
+            Ok(Some(batch)) => {
+                for reply in batch.replies {
+                    let previous = answers.insert(reply.sequence, reply.result.unwrap());
+                    assert!(
+                        previous.is_none(),
+                        "sequence {} answered twice",
+                        reply.sequence
+                    );
+                }
             }
             Ok(None) => return (answers, Ok(())),
             Err(status) => return (answers, Err(status)),
@@ -193,7 +213,36 @@ async fn many_payments_on_one_stream_with_refusals_among_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_element_ends_the_stream_after_the_ones_before_it_are_answered() {
+async fn a_batch_over_the_limit_is_refused_whole_and_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Harness { node, mut client } = start(config(dir.path())).await;
+    let mut broker = Broker::licensed(&mut client, "news.example").await;
+
+    let mut scrip = Vec::new();
+    let mut payments = Vec::new();
+    for sequence in 0..=millicent_vendor::MAX_BATCH as u64 {
+        let one = broker.mint(10);
+        let payment = broker.payment(&one, Variant::Secure, "headline");
+        payments.push(element(sequence, pay_request(&payment)));
+        scrip.push((one, payment));
+    }
+    let (answers, end) = send(&mut client, vec![wire::PayBatch { payments }]).await;
+    end.unwrap();
+    assert_eq!(answers.len(), millicent_vendor::MAX_BATCH + 1);
+    assert!(
+        answers
+            .values()
+            .all(|answer| refused(answer) == (code(Code::InvalidArgument), "too_large"))
+    );
+
+    // Nothing was spent: the same payments pay, in batches within the limit.
+    let (first, payment) = &scrip[0];
+    pay_ok(&mut client, payment, &broker.secret(first)).await;
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_batch_ends_the_stream_after_the_ones_before_it_are_answered() {
     let dir = tempfile::tempdir().unwrap();
     let Harness { node, mut client } = start(config(dir.path())).await;
     let mut broker = Broker::licensed(&mut client, "news.example").await;
@@ -221,8 +270,8 @@ async fn an_unreadable_element_ends_the_stream_after_the_ones_before_it_are_answ
             .all(|answer| matches!(answer, Answer::Reply(_)))
     );
 
-    // The element after the unreadable one was never read: its scrip is
-    // unspent.
+    // The batch holding the unreadable payment was never read, so the
+    // payment after it is unspent.
     pay_ok(&mut client, &payment, &broker.secret(&after)).await;
     node.shutdown().await.unwrap();
 }

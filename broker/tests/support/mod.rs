@@ -90,11 +90,11 @@ struct LicensingNode {
 
 #[tonic::async_trait]
 impl VendorService for LicensingNode {
-    type PayStreamStream = tonic::codegen::BoxStream<proto::PayStreamReply>;
+    type PayStreamStream = tonic::codegen::BoxStream<proto::PayBatchReply>;
 
     async fn pay_stream(
         &self,
-        _request: Request<tonic::Streaming<proto::PayStreamRequest>>,
+        _request: Request<tonic::Streaming<proto::PayBatch>>,
     ) -> Result<Response<Self::PayStreamStream>, Status> {
         Err(Status::unimplemented("this test node only grants licences"))
     }
