@@ -62,6 +62,7 @@ mod keys;
 mod maintenance;
 mod node;
 mod pay;
+mod recipe;
 mod server;
 mod service;
 mod stream;

@@ -43,17 +43,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use millicent_core::payment::ChangeSlot;
 use millicent_core::{Amount, Error, KeyRing, Payment, Suite, Variant, VerifiedPayment};
 use millicent_ledger::{LedgerError, SpendError, SpendOutcome};
 use millicent_proto as wire;
-use prost::Message as _;
 use rand::Rng as _;
 
 use crate::VendorError;
 use crate::config::Item;
 use crate::convert;
 use crate::node::{Node, refill_in_background, unix_now};
+use crate::recipe::{MAX_NONCE, Recipe};
 use crate::vendor::Vendor;
 
 /// How often a payment may find the change IDs used up and wait for more
@@ -312,37 +311,44 @@ impl Node {
         let suite = checked.verified.scrip().suite();
         let id = checked.verified.scrip().id();
         let mut running_low = false;
-        // A fresh reply is kept as made, saving a decode of its bytes.
+        // A fresh reply is kept as made; the record holds its recipe.
         let mut made = None;
         let outcome = self
             .spends
             .spend(vendor.name(), id, &checked.fingerprint, now, || {
-                let slot = if checked.change.is_zero() {
+                let change = if checked.change.is_zero() {
                     None
                 } else {
                     let taken = vendor.take_change_id(suite).ok_or(ReplyError::NoChangeId)?;
                     running_low = taken.running_low;
                     Some(taken.slot)
                 };
-                let reply =
-                    make_reply(vendor, &checked.keys, &checked.verified, checked.item, slot)?;
-                let bytes = reply.encode_to_vec();
-                made = Some(reply);
-                Ok(bytes)
+                let mut nonce = Vec::new();
+                if checked.verified.variant() == Variant::Private {
+                    nonce.resize(suite.nonce_len().min(MAX_NONCE), 0);
+                    rand::rng().fill_bytes(&mut nonce);
+                }
+                let recipe = Recipe {
+                    price: checked.item.price,
+                    change,
+                    nonce,
+                };
+                made = Some(make_reply(&checked, &recipe)?);
+                Ok(recipe.encode())
             });
         let refused = |error: VendorError| Settled::Refused {
             vendor: Some(index),
             error,
         };
         let (reply, retried) = match outcome {
-            Ok(SpendOutcome::Fresh(bytes)) => match made {
+            Ok(SpendOutcome::Fresh(recipe)) => match made {
                 Some(reply) => (reply, false),
-                None => match decode_reply(&bytes) {
+                None => match remake_reply(&checked, &recipe) {
                     Ok(reply) => (reply, false),
                     Err(error) => return refused(error),
                 },
             },
-            Ok(SpendOutcome::Retry(bytes)) => match decode_reply(&bytes) {
+            Ok(SpendOutcome::Retry(recipe)) => match remake_reply(&checked, &recipe) {
                 Ok(reply) => (reply, true),
                 Err(error) => return refused(error),
             },
@@ -438,49 +444,52 @@ impl Node {
     }
 }
 
-/// A reply recorded for a retry.
-fn decode_reply(bytes: &[u8]) -> Result<wire::PayReply, VendorError> {
-    wire::PayReply::decode(bytes).map_err(|error| {
+/// The reply recorded for a retry, made again from its recipe.
+fn remake_reply(checked: &Checked<'_>, record: &[u8]) -> Result<wire::PayReply, VendorError> {
+    let recipe = Recipe::decode(record).ok_or_else(|| {
         VendorError::Storage(LedgerError::Storage {
             operation: "read reply record",
-            detail: error.to_string(),
+            detail: "not a reply recipe".to_owned(),
         })
+    })?;
+    make_reply(checked, &recipe).map_err(|error| match error {
+        ReplyError::Refused(error) => error.into(),
+        ReplyError::NoChangeId => VendorError::Exhausted {
+            vendor: checked.vendor.name().clone(),
+            what: "change IDs for now; retry the payment",
+        },
     })
 }
 
-/// The reply to a fresh spend.
-fn make_reply(
-    vendor: &Vendor,
-    keys: &Arc<KeyRing>,
-    verified: &VerifiedPayment,
-    item: &Item,
-    slot: Option<ChangeSlot>,
-) -> Result<wire::PayReply, ReplyError> {
+/// The reply to a payment, made from `recipe`.
+fn make_reply(checked: &Checked<'_>, recipe: &Recipe) -> Result<wire::PayReply, ReplyError> {
     // The slot may come from a change series started after `keys` was
     // read; the ring is swapped before the series hands out any ID#, so a
     // fresh read has its key.
     let fresh;
-    let keys = match slot {
-        Some(slot) if keys.series(slot.id.series()).is_none() => {
-            fresh = vendor.key_ring();
+    let keys = match recipe.change {
+        Some(slot) if checked.keys.series(slot.id.series()).is_none() => {
+            fresh = checked.vendor.key_ring();
             &fresh
         }
-        _ => keys,
+        _ => &checked.keys,
     };
-
-    let suite = verified.scrip().suite();
-    let mut nonce = [0u8; 32];
-    let nonce = nonce
-        .get_mut(..suite.nonce_len())
-        .ok_or(ReplyError::Refused(Error::Malformed {
-            what: "nonce",
-            detail: "longer than supported",
-        }))?;
-    if verified.variant() == Variant::Private {
-        rand::rng().fill_bytes(nonce);
-    }
-    let reply = verified
-        .reply(keys, item.price, slot, &item.goods, nonce)
+    let suite = checked.verified.scrip().suite();
+    let unsealed = vec![0; suite.nonce_len()];
+    let nonce = match checked.verified.variant() {
+        Variant::Private => recipe.nonce.as_slice(),
+        // Only sealing reads the nonce.
+        Variant::Clear | Variant::Secure => unsealed.as_slice(),
+    };
+    let reply = checked
+        .verified
+        .reply(
+            keys,
+            recipe.price,
+            recipe.change,
+            &checked.item.goods,
+            nonce,
+        )
         .map_err(ReplyError::Refused)?;
     Ok(convert::reply_to_wire(&reply))
 }
