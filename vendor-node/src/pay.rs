@@ -163,10 +163,11 @@ impl Node {
         }
 
         let elapsed = started.elapsed().as_secs_f64();
+        let latency = metrics::histogram!("millicent_vendor_payment_seconds");
         settled
             .into_iter()
             .map(|payment| {
-                metrics::histogram!("millicent_vendor_payment_seconds").record(elapsed);
+                latency.record(elapsed);
                 self.answer(payment, now)
             })
             .collect()
@@ -400,28 +401,26 @@ impl Node {
             Settled::Refused { vendor, error } => (vendor, Err(error)),
         };
 
-        let vendor = index
-            .and_then(|index| self.vendor_at(index))
-            .map_or("unknown", |vendor| vendor.name().as_str())
-            .to_owned();
-        match &result {
-            Ok(paid) if paid.retried => count(&vendor, "retried"),
-            Ok(paid) => {
-                count(&vendor, "accepted");
-                let labels = [("vendor", vendor)];
-                metrics::counter!("millicent_vendor_value_redeemed_total", &labels)
-                    .increment(paid.reply.price);
+        let vendor = index.and_then(|index| self.vendor_at(index));
+        match (&result, vendor) {
+            (Ok(paid), Some(vendor)) if paid.retried => vendor.counters.retried.increment(1),
+            (Ok(paid), Some(vendor)) => {
+                let counters = &vendor.counters;
+                counters.accepted.increment(1);
+                counters.value_redeemed.increment(paid.reply.price);
                 if !paid.change.is_zero() {
-                    metrics::counter!("millicent_vendor_scrip_issued_total", &labels).increment(1);
-                    metrics::counter!("millicent_vendor_scrip_issued_value_total", &labels)
-                        .increment(paid.change.units());
+                    counters.scrip_issued.increment(1);
+                    counters.scrip_issued_value.increment(paid.change.units());
                 }
             }
-            Err(error) => {
+            // Only a vendor served here accepts payments.
+            (Ok(_), None) => {}
+            (Err(error), _) => {
                 if let VendorError::Storage(cause) = error {
                     tracing::error!(%cause, "payment refused: the store failed");
                 }
-                count(&vendor, error.reason());
+                let vendor = vendor.map_or("unknown", |vendor| vendor.name().as_str());
+                count(vendor, error.reason());
             }
         }
         result.map(|paid| paid.reply)

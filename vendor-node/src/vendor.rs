@@ -41,6 +41,42 @@ pub(crate) struct Vendor {
     store: KeyStore,
     ledger: Ledger,
     series_lifetime_secs: u64,
+    /// The vendor's counters of accepted payments, registered once: the
+    /// payment path counts with them instead of looking them up by name.
+    pub(crate) counters: PaymentCounters,
+}
+
+/// Counters of the payments a vendor accepted.
+#[derive(Debug)]
+pub(crate) struct PaymentCounters {
+    pub(crate) accepted: metrics::Counter,
+    pub(crate) retried: metrics::Counter,
+    pub(crate) value_redeemed: metrics::Counter,
+    pub(crate) scrip_issued: metrics::Counter,
+    pub(crate) scrip_issued_value: metrics::Counter,
+}
+
+impl PaymentCounters {
+    fn register(vendor: &VendorName) -> PaymentCounters {
+        let payments = |outcome: &'static str| {
+            metrics::counter!(
+                "millicent_vendor_payments_total",
+                "vendor" => vendor.as_str().to_owned(),
+                "outcome" => outcome
+            )
+        };
+        let labels = [("vendor", vendor.as_str().to_owned())];
+        PaymentCounters {
+            accepted: payments("accepted"),
+            retried: payments("retried"),
+            value_redeemed: metrics::counter!("millicent_vendor_value_redeemed_total", &labels),
+            scrip_issued: metrics::counter!("millicent_vendor_scrip_issued_total", &labels),
+            scrip_issued_value: metrics::counter!(
+                "millicent_vendor_scrip_issued_value_total",
+                &labels
+            ),
+        }
+    }
 }
 
 /// Where change of one suite comes from.
@@ -134,7 +170,9 @@ impl Vendor {
             .map(|(index, item)| (item.name.as_bytes().to_vec(), index))
             .collect();
         let own_suite = catalogue.suite;
+        let counters = PaymentCounters::register(&name);
         let vendor = Vendor {
+            counters,
             catalogue,
             items,
             keys: RwLock::new(Arc::new(ring)),
