@@ -31,8 +31,10 @@
 pub mod convert;
 mod error;
 pub mod protocol;
+pub mod proxy;
 pub mod stream;
 pub mod wallet;
+pub mod web;
 
 pub use convert::{scrip_from_wire, scrip_to_wire};
 pub use error::{ClientError, REASON_METADATA_KEY, ScripFate};
@@ -40,4 +42,4 @@ pub use protocol::{
     AccountKey, BoughtScrip, BrokerInfoSummary, Exchanged, Paid, VendorOfferSummary, account_auth,
     broker_info, buy_broker_scrip, exchange, open_account, pay, prices,
 };
-pub use wallet::{PayOrder, Wallet};
+pub use wallet::{Passphrase, PayOrder, Wallet, WebOrder, WebPurchase};

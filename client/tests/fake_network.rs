@@ -550,7 +550,7 @@ fn article(net: &Network, variant: Option<Variant>, top_up: u64) -> PayOrder {
         vendor: None,
         item: "article-1".into(),
         variant,
-        top_up: Amount::new(top_up),
+        top_up: Some(Amount::new(top_up)),
     }
 }
 

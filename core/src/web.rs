@@ -38,6 +38,20 @@ pub const PRICE_HEADER: &str = "millicent-price";
 /// Header of a refusal naming its machine-readable reason.
 pub const REASON_HEADER: &str = "millicent-reason";
 
+/// Headers that concern one connection only (RFC 9110, section 7.6.1),
+/// which a gateway or proxy never passes on, in lower case.
+pub const HOP_BY_HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// The media type of a 402 offer.
 pub const OFFER_MEDIA_TYPE: &str = "application/json";
 /// The value of the offer's `millicent` field: the version of this format.

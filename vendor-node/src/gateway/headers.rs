@@ -140,20 +140,9 @@ pub(crate) fn is_millicent(name: &HeaderName) -> bool {
     name.as_str().starts_with("millicent-")
 }
 
-/// Headers that concern one connection only (RFC 9110, section 7.6.1).
+/// Whether a header concerns one connection only.
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    millicent_core::web::HOP_BY_HOP_HEADERS.contains(&name.as_str())
 }
 
 #[cfg(test)]
