@@ -56,6 +56,7 @@ use tokio::task::JoinSet;
 pub(crate) use config::{GatewaySettings, WebPrices};
 pub use config::{GatewaySpec, MIN_HEADER_BYTES, OfferBrokerSpec, PriceSpec};
 use config::{Origin, Route};
+pub(crate) use headers::payment as payment_request;
 
 use crate::VendorError;
 use crate::config::Item;
