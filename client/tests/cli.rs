@@ -454,3 +454,191 @@ async fn scrip_refused_by_a_node_that_does_not_know_it_is_kept() {
     network.broker.shutdown().await.unwrap();
     network.vendor.shutdown().await.unwrap();
 }
+
+/// Runs `millicent` with `MILLICENT_PASSPHRASE` set to `passphrase`.
+async fn with_passphrase(passphrase: &str, args: &[&str]) -> Output {
+    let passphrase = passphrase.to_owned();
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_millicent"))
+            .args(&args)
+            .env_remove("MILLICENT_WALLET")
+            .env("MILLICENT_PASSPHRASE", passphrase)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_wallet_opens_with_its_passphrase_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = start(dir.path()).await;
+    let vendor = format!("http://{}", network.vendor.addr());
+    let wallet_path = dir.path().join("secret.wallet");
+    let wallet = wallet_path.to_str().unwrap();
+    funded_wallet(&network, wallet).await;
+    let secret_hex = {
+        let plain = std::fs::read_to_string(&wallet_path).unwrap();
+        let record: Value = serde_json::from_str(&plain).unwrap();
+        record["brokers"][0]["account_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Protecting it: the file no longer holds any secret in the clear.
+    let set = with_passphrase("", &["--wallet", wallet, "passphrase"]).await;
+    assert!(!set.status.success(), "a new passphrase is needed");
+    let set = tokio::task::spawn_blocking({
+        let wallet = wallet.to_owned();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_millicent"))
+                .args(["--wallet", &wallet, "passphrase"])
+                .env("MILLICENT_NEW_PASSPHRASE", "correct horse battery")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    let sealed = std::fs::read_to_string(&wallet_path).unwrap();
+    assert!(
+        !sealed.contains(&secret_hex),
+        "the account key is in the clear"
+    );
+    assert!(sealed.contains("\"argon2id\""), "{sealed}");
+
+    // Without it, or with a wrong one, nothing opens and nothing changes.
+    let error = fails(&["--wallet", wallet, "balance"]).await;
+    assert!(error.contains("protected by a passphrase"), "{error}");
+    assert!(error.contains("MILLICENT_PASSPHRASE"), "{error}");
+    let wrong = with_passphrase("wrong", &["--wallet", wallet, "balance"]).await;
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("does not open"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&wallet_path).unwrap(), sealed);
+
+    // With it, the wallet pays and stays protected.
+    let paid = with_passphrase(
+        "correct horse battery",
+        &[
+            "--json",
+            "--wallet",
+            wallet,
+            "pay",
+            "--vendor",
+            &vendor,
+            "--item",
+            "article-1",
+        ],
+    )
+    .await;
+    assert!(paid.status.success(), "{paid:?}");
+    let paid: Value = serde_json::from_slice(&paid.stdout).unwrap();
+    assert_eq!(paid["change"], 90);
+    assert!(
+        std::fs::read_to_string(&wallet_path)
+            .unwrap()
+            .contains("\"argon2id\"")
+    );
+
+    // Removing the protection leaves a plain, private file.
+    let removed = with_passphrase(
+        "correct horse battery",
+        &["--wallet", wallet, "passphrase", "--remove"],
+    )
+    .await;
+    assert!(removed.status.success(), "{removed:?}");
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["vendors"][0]["scrip"]["value"], 90, "{balance}");
+
+    network.broker.shutdown().await.unwrap();
+    network.vendor.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_over_a_limit_are_refused_before_anything_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = start(dir.path()).await;
+    let vendor = format!("http://{}", network.vendor.addr());
+    let wallet_path = dir.path().join("my.wallet");
+    let wallet = wallet_path.to_str().unwrap();
+    funded_wallet(&network, wallet).await;
+    let pay = [
+        "--wallet",
+        wallet,
+        "pay",
+        "--vendor",
+        &vendor,
+        "--item",
+        "article-1",
+    ];
+
+    let settings = ok_json(&["--wallet", wallet, "limits"]).await;
+    assert_eq!(settings["max_price"], 100, "{settings}");
+    assert_eq!(settings["daily_limit"], 1000, "{settings}");
+    assert_eq!(settings["top_up"], 100, "{settings}");
+
+    // Over the per-payment limit: refused before any exchange.
+    ok_json(&[
+        "--wallet",
+        wallet,
+        "limits",
+        "--max-price",
+        "5",
+        "--top-up",
+        "30",
+    ])
+    .await;
+    let error = fails_json(&pay).await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("per-payment limit of 5"),
+        "{error}"
+    );
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["brokers"][0]["scrip"]["value"], 500, "{balance}");
+    assert_eq!(balance["vendors"], Value::Array(vec![]), "{balance}");
+
+    // A vendor's own daily limit: two payments of 10 fit in 25, a third not.
+    ok_json(&[
+        "--wallet",
+        wallet,
+        "limits",
+        "--max-price",
+        "off",
+        "--vendor-limit",
+        "news.example=25",
+    ])
+    .await;
+    let paid = ok_json(&pay).await;
+    assert_eq!(
+        paid["exchange"]["value"], 30,
+        "the top-up setting is used: {paid}"
+    );
+    ok_json(&pay).await;
+    let error = fails_json(&pay).await;
+    let text = error["error"].as_str().unwrap();
+    assert!(
+        text.contains("daily limit at this vendor of 25 (20 spent"),
+        "{text}"
+    );
+    assert!(text.contains("--vendor-limit news.example=N"), "{text}");
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["vendors"][0]["scrip"]["value"], 10, "{balance}");
+
+    let settings = ok_json(&["--wallet", wallet, "limits"]).await;
+    assert_eq!(settings["max_price"], Value::Null, "{settings}");
+    assert_eq!(settings["vendor_limits"]["news.example"], 25, "{settings}");
+    assert_eq!(settings["paid_last_24h"], 20, "{settings}");
+
+    network.broker.shutdown().await.unwrap();
+    network.vendor.shutdown().await.unwrap();
+}

@@ -456,6 +456,61 @@ mod tests {
         assert_eq!(newer.suites, vec![Suite::Modern]);
     }
 
+    /// The example of docs/PROTOCOL.md, section 14: the scrip of the test
+    /// vector `certificate[0]` paying 10 for a web request.
+    #[test]
+    fn the_documented_example_is_what_the_code_computes() {
+        use crate::payment::{reply_stamp, request_stamp};
+        use crate::{
+            CustId, CustomerSecret, KeyRing, MasterSecret, Properties, ScripBody, ScripId,
+            SeriesKey,
+        };
+
+        let hex = |text: &str| {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let vendor = VendorName::new("news.example").unwrap();
+        let mut keys = KeyRing::new(vendor.clone());
+        let secret = "10171e252c333a41484f565d646b727980878e959ca3aab1b8bfc6cdd4dbe2e9";
+        keys.add_series(SeriesKey {
+            series: 5,
+            suite: Suite::Classic,
+            expires_at: 1_900_000_000,
+            secret: MasterSecret::from_slice(Suite::Classic, &hex(secret)).unwrap(),
+        });
+        let body = |value, sequence| ScripBody {
+            suite: Suite::Classic,
+            vendor: vendor.clone(),
+            value: Amount::new(value),
+            id: ScripId::new(5, sequence),
+            cust_id: CustId::new(3, 77).unwrap(),
+            expires_at: 1_900_000_000,
+            properties: Properties::default(),
+        };
+        let scrip = keys.mint(body(1000, 1)).unwrap();
+        let change = keys.mint(body(990, 2)).unwrap();
+        let customer =
+            CustomerSecret::from_slice(Suite::Classic, &hex("fa4a0687da35ab386fbe2e08ad3fc79f"))
+                .unwrap();
+
+        let request = web_request("GET", "news.example", "/articles/1").unwrap();
+        let stamp = request_stamp(&customer, &scrip, request.as_bytes());
+        let reply = reply_stamp(Suite::Classic, &customer, &stamp, Some(&change), b"");
+        assert_eq!(
+            encode_scrip(&scrip),
+            "AQxuZXdzLmV4YW1wbGUAAAAAAAAD6AAAAAUAAAABAAMAAAAAAE0AAAAAcT-zAAAAdP0n7GganHRRRsQ8pcA3cQ"
+        );
+        assert_eq!(encode_mac(&stamp), "ZKAquTjO7j9v6z5gLzanTw");
+        assert_eq!(
+            encode_scrip(&change),
+            "AQxuZXdzLmV4YW1wbGUAAAAAAAAD3gAAAAUAAAACAAMAAAAAAE0AAAAAcT-zAAAAphAGsUrG4S9_ZuXKB9z_rw"
+        );
+        assert_eq!(encode_mac(&reply), "X4FE7iRJ_5P2ONVLuFmZKg");
+    }
+
     #[test]
     fn header_values_are_unpadded_base64url() {
         assert!(decode_scrip("!!!").is_err());

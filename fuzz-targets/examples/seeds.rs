@@ -26,6 +26,7 @@ type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 const VECTORS: &str = include_str!("../../docs/test-vectors/classic.json");
 const VENDOR_TOML: &str = include_str!("../../deploy/vendor.toml");
 const BROKER_TOML: &str = include_str!("../../deploy/broker.toml");
+const GATEWAY_TOML: &str = include_str!("../../deploy/vendor-gateway.toml");
 
 struct Seeds {
     dir: PathBuf,
@@ -256,6 +257,7 @@ fn config_seeds() -> Result<()> {
     let seeds = Seeds::new("config")?;
     seeds.write("vendor-toml", VENDOR_TOML.as_bytes())?;
     seeds.write("broker-toml", BROKER_TOML.as_bytes())?;
+    seeds.write("vendor-gateway-toml", GATEWAY_TOML.as_bytes())?;
     let sharded = "node = \"vendor-2\"\n\
                    series_range = [1001, 2000]\n\
                    durability = \"relaxed\"\n\

@@ -681,6 +681,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_gateway_file_is_valid() {
+        let text = include_str!("../../deploy/vendor-gateway.toml");
+        let settings = VendorConfig::from_toml(text).unwrap().validate().unwrap();
+        let gateway = settings.gateway.unwrap();
+        assert_eq!(gateway.listen.port(), 8402);
+        let web = settings.catalogues[0].web.as_ref().unwrap();
+        let item = web.item_for(b"GET 127.0.0.1:8402/articles/1.html").unwrap();
+        assert_eq!(item.price, Amount::new(10));
+    }
+
+    #[test]
     fn peers_and_series_ranges_are_checked() {
         let config = VendorConfig::from_toml(
             r#"

@@ -92,6 +92,17 @@ impl RunningGateway {
         node: Arc<Node>,
     ) -> Result<RunningGateway, VendorError> {
         let vendor = node.vendor_index(&settings.vendor)?;
+        if let Origin::Files(folder) = &settings.origin
+            && !folder.is_dir()
+        {
+            return Err(VendorError::Config {
+                detail: format!(
+                    "[gateway] files: {} is not a folder (paths are relative to the folder the \
+                     node is started from)",
+                    folder.display()
+                ),
+            });
+        }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|error| VendorError::Bind {
