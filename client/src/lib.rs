@@ -12,6 +12,10 @@
 //!   while in use and written atomically with owner-only permissions, and
 //!   the operations that spend from it safely across crashes, lost replies
 //!   and concurrent commands.
+//! - [`web`] and [`Wallet::pay_web`]: paying for HTTP resources from a
+//!   vendor's `402 Payment Required` offer.
+//! - [`proxy`]: the local HTTP proxy that pays such offers, and the wallet
+//!   page.
 //! - [`convert`]: the one place where wire messages become protocol types.
 //! - [`ClientError`]: every failure, with the server's machine-readable
 //!   reason when it refused.
@@ -22,9 +26,14 @@
 //!   `host:port`), and any other scheme is refused rather than dialled in
 //!   plaintext, so it suits local and trusted networks until the transport
 //!   gains TLS.
-//! - The wallet file is not encrypted at rest; it relies on owner-only
-//!   file permissions, like an SSH key without a passphrase, and refuses a
-//!   file that other users can read.
+//! - The wallet file is encrypted at rest only when it is given a
+//!   passphrase ([`Passphrase`]); otherwise it relies on owner-only file
+//!   permissions, like an SSH key without a passphrase, and refuses a file
+//!   that other users can read.
+//! - The proxy pays only for plain HTTP: inside an HTTPS tunnel it sees
+//!   nothing to pay for.
+//! - Unused scrip is not refunded through the broker yet: a wallet holds
+//!   vendor scrip until it spends it or it expires.
 
 #![forbid(unsafe_code)]
 

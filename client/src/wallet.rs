@@ -28,9 +28,12 @@
 //! it is safe: a secure payment with the same scrip and request has the same
 //! request stamp, which the vendor (or broker) recognises as a retry and
 //! answers with its first reply; an account call with the same nonce gets
-//! the first call's reply. [`Wallet::recover`] repeats every recorded call.
-//! A private payment is repeated with a freshly sealed request, whose stamp
-//! is still the same because it covers the plaintext.
+//! the first call's reply. [`Wallet::recover`] repeats every recorded call,
+//! identically: a private payment keeps the sealed request it sent (files
+//! written before that was kept are repeated with a freshly sealed request,
+//! whose stamp is still the same because it covers the plaintext), and a
+//! web payment keeps its URL, method and web request. The `millicent`
+//! commands that spend or show balances call it first.
 //!
 //! A refusal is final, and changes nothing at the server: the scrip is
 //! released for the next payment. It is dropped from the wallet only when it

@@ -20,9 +20,21 @@
 //!   "pending_buys": [{ "broker": "broker.example", "amount": 500,
 //!                      "timestamp_ms": 1800000000000, "nonce": "<hex>" }],
 //!   "history": [{ "time_ms": 1800000000000, "kind": "pay", "vendor": "news.example",
-//!                 "item": "article-1", "price": 30, "change": 70, "outcome": "ok" }]
+//!                 "item": "article-1", "price": 30, "change": 70, "outcome": "ok" }],
+//!   "settings": { "top_up": 100, "max_price": 100, "daily_limit": 1000,
+//!                 "vendor_daily_limit": null, "vendor_limits": {} }
 //! }
 //! ```
+//!
+//! A payment in flight also records its price and, in the private variant,
+//! the sealed request sent (`"price": 30, "sealed_request": "<hex>"`). A web
+//! payment in flight is
+//! `{ "kind": "web", "url": "http://…/articles/1", "method": "GET",
+//! "request": "GET news.example/articles/1", "variant": "secure",
+//! "price": 10 }`, and its history entry has the answer's `status`.
+//!
+//! A file protected by a passphrase is an envelope of format version 2
+//! around this one (see `seal`).
 //!
 //! Scrip is stored as body followed by certificate (`Scrip::encode`).
 
