@@ -141,6 +141,9 @@ enum Command {
         operator_token: String,
     },
 
+    // Unused scrip cannot be handed back to the broker for a refund yet: a
+    // `refund` command, beside `buy`, is what is missing, and until it
+    // exists vendor scrip stays in the wallet until spent or expired.
     /// Buy broker scrip from your account's balance.
     ///
     /// The scrip is kept in the wallet until a payment needs it.

@@ -1228,13 +1228,7 @@ impl Wallet {
         let result = protocol::exchange(client, &held.scrip, &held.secret, vendor, value).await;
         let exchanged = match result {
             Ok(exchanged) => exchanged,
-            Err(error) => {
-                let error = self.record_failure(Purse::Broker, key, &mut entry, error)?;
-                return Ok(Settled {
-                    entry,
-                    result: Err(error),
-                });
-            }
+            Err(error) => return self.settle_failure(Purse::Broker, key, entry, error),
         };
 
         self.take(Purse::Broker, key);
@@ -1281,13 +1275,7 @@ impl Wallet {
         let result = protocol::pay_prepared(client, payment, &held.secret).await;
         let paid = match result {
             Ok(paid) => paid,
-            Err(error) => {
-                let error = self.record_failure(Purse::Vendor, key, &mut entry, error)?;
-                return Ok(Settled {
-                    entry,
-                    result: Err(error),
-                });
-            }
+            Err(error) => return self.settle_failure(Purse::Vendor, key, entry, error),
         };
 
         self.take(Purse::Vendor, key);
@@ -1358,6 +1346,22 @@ impl Wallet {
         entry.outcome = failure_outcome(&error);
         self.record(&entry)?;
         Ok(error)
+    }
+
+    /// The settled failure of a call with scrip from `purse`, recorded as
+    /// [`Wallet::record_failure`] records it.
+    fn settle_failure<T>(
+        &mut self,
+        purse: Purse,
+        key: &ScripKey,
+        mut entry: HistoryEntry,
+        error: ClientError,
+    ) -> Result<Settled<T>, ClientError> {
+        let error = self.record_failure(purse, key, &mut entry, error)?;
+        Ok(Settled {
+            entry,
+            result: Err(error),
+        })
     }
 
     /// Records a failed call with scrip from `purse`, and gives back its

@@ -13,13 +13,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-use millicent_broker::{BrokerConfig, RunningBroker};
+use millicent_broker::RunningBroker;
 use millicent_vendor::{GatewaySpec, PriceSpec, RunningVendor, VendorConfig};
 use serde_json::Value;
+use support::{LICENCE_TOKEN, ok_json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const OPERATOR_TOKEN: &str = "operator-token-for-tests";
-const LICENCE_TOKEN: &str = "licence-token-for-tests";
+mod support;
+
 const ARTICLE: &str = "<html><body><h1>Article one</h1><p>Worth a cent.</p></body></html>\n";
 
 /// A real HTTP server serving `dir`, stopped when dropped.
@@ -128,19 +129,7 @@ async fn network() -> Network {
     .await
     .unwrap();
     let gateway = vendor.gateway_addr().unwrap();
-    let broker = RunningBroker::start(BrokerConfig {
-        listen: loopback,
-        data_dir: dir.path().join("broker"),
-        operator_token: Some(OPERATOR_TOKEN.to_owned()),
-        vendors: vec![millicent_broker::VendorConfig {
-            name: "news.example".to_owned(),
-            node: format!("http://{}", vendor.addr()),
-            licence_token: Some(LICENCE_TOKEN.to_owned()),
-        }],
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
+    let broker = support::start_broker(dir.path(), vendor.addr()).await;
     Network {
         dir,
         _upstream: upstream,
@@ -164,42 +153,11 @@ async fn run(program: &str, args: Vec<String>) -> Output {
     .unwrap()
 }
 
-async fn millicent(args: &[&str]) -> Value {
-    let mut all = vec!["--json".to_owned()];
-    all.extend(args.iter().map(|arg| arg.to_string()));
-    let output = run(env!("CARGO_BIN_EXE_millicent"), all).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "millicent {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
-}
-
 /// A wallet that has joined the broker, been funded with 1000 and bought
 /// 500 of broker scrip.
 async fn funded_wallet(network: &Network) -> String {
     let wallet = network.wallet();
-    let broker = format!("http://{}", network.broker.addr());
-    millicent(&["--wallet", &wallet, "create"]).await;
-    let joined = millicent(&["--wallet", &wallet, "join", "--broker", &broker]).await;
-    let account = joined["account_id"].as_u64().unwrap().to_string();
-    millicent(&[
-        "fund",
-        "--broker",
-        &broker,
-        "--account",
-        &account,
-        "--amount",
-        "1000",
-        "--reference",
-        "deposit-1",
-        "--operator-token",
-        OPERATOR_TOKEN,
-    ])
-    .await;
-    millicent(&["--wallet", &wallet, "buy", "--amount", "500"]).await;
+    support::funded_wallet(&format!("http://{}", network.broker.addr()), &wallet).await;
     wallet
 }
 
@@ -367,7 +325,7 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
         "the change stays in the wallet"
     );
 
-    let history = millicent(&["--wallet", &wallet, "history"]).await;
+    let history = ok_json(&["--wallet", &wallet, "history"]).await;
     let paid = pays(&history);
     assert_eq!(paid.len(), 1, "{history}");
     let entry = &paid[0];
@@ -388,12 +346,12 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
     // The second page is paid from the change, without an exchange.
     let second = curl(proxy.addr, &network.page("/articles/2.html")).await;
     assert_eq!((second.status, second.body.as_str()), (200, "two"));
-    let balance = millicent(&["--wallet", &wallet, "balance"]).await;
+    let balance = ok_json(&["--wallet", &wallet, "balance"]).await;
     assert_eq!(balance["vendors"][0]["scrip"]["value"], 80, "{balance}");
     assert_eq!(balance["brokers"][0]["scrip"]["value"], 400, "{balance}");
 
     // Over the per-payment limit: refused, nothing spent.
-    millicent(&["--wallet", &wallet, "limits", "--max-price", "5"]).await;
+    ok_json(&["--wallet", &wallet, "limits", "--max-price", "5"]).await;
     let refused = curl(proxy.addr, &network.page("/articles/1.html")).await;
     assert_eq!(refused.status, 402);
     assert_eq!(
@@ -410,7 +368,7 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
         "{}",
         refused.body
     );
-    millicent(&[
+    ok_json(&[
         "--wallet",
         &wallet,
         "limits",
@@ -430,7 +388,7 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
         "{}",
         refused.body
     );
-    millicent(&["--wallet", &wallet, "limits", "--daily", "off"]).await;
+    ok_json(&["--wallet", &wallet, "limits", "--daily", "off"]).await;
 
     // Malformed offers, offers for another request, vendors no broker sells.
     let malformed =
@@ -480,10 +438,10 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
     );
 
     // None of the refusals spent anything or was logged as a purchase.
-    let balance = millicent(&["--wallet", &wallet, "balance"]).await;
+    let balance = ok_json(&["--wallet", &wallet, "balance"]).await;
     assert_eq!(balance["vendors"][0]["scrip"]["value"], 80, "{balance}");
     assert_eq!(balance["brokers"][0]["scrip"]["value"], 400, "{balance}");
-    let history = millicent(&["--wallet", &wallet, "history"]).await;
+    let history = ok_json(&["--wallet", &wallet, "history"]).await;
     assert_eq!(pays(&history).len(), 2, "{history}");
 
     // The history exports as CSV.
@@ -713,7 +671,7 @@ async fn a_proxy_killed_mid_payment_loses_no_scrip() {
     assert_eq!(balance["vendors"][0]["scrip"]["value"], 90, "{balance}");
     assert_eq!(balance["vendors"][0]["scrip"]["in_flight"], 0, "{balance}");
     assert_eq!(balance["brokers"][0]["scrip"]["value"], 400, "{balance}");
-    let history = millicent(&["--wallet", &wallet, "history"]).await;
+    let history = ok_json(&["--wallet", &wallet, "history"]).await;
     let paid = pays(&history);
     assert_eq!(paid.len(), 1, "{history}");
     assert_eq!(
@@ -725,7 +683,7 @@ async fn a_proxy_killed_mid_payment_loses_no_scrip() {
     let proxy = start_proxy(&wallet);
     let page = curl(proxy.addr, &url).await;
     assert_eq!(page.status, 200);
-    let balance = millicent(&["--wallet", &wallet, "balance"]).await;
+    let balance = ok_json(&["--wallet", &wallet, "balance"]).await;
     assert_eq!(balance["vendors"][0]["scrip"]["value"], 80, "{balance}");
     // 500 of broker scrip bought: 400 left, 80 in vendor scrip, 20 paid.
     assert_eq!(balance["brokers"][0]["scrip"]["value"], 400, "{balance}");

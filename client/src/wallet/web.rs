@@ -180,13 +180,7 @@ impl Wallet {
         };
         let (mut response, reply) = match result {
             Ok(answered) => answered,
-            Err(error) => {
-                let error = self.record_failure(Purse::Vendor, key, &mut entry, error)?;
-                return Ok(Settled {
-                    entry,
-                    result: Err(error),
-                });
-            }
+            Err(error) => return self.settle_failure(Purse::Vendor, key, entry, error),
         };
 
         self.take(Purse::Vendor, key);
@@ -225,6 +219,16 @@ async fn send(
         detail,
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|e| unreachable(e.to_string()))?;
+    // The gateway builds the web request from the Host it receives: it must
+    // be the URL's, which the stamp covers.
+    let host = url
+        .parse::<Uri>()
+        .ok()
+        .and_then(|uri| uri.authority().map(|a| a.as_str().to_owned()))
+        .and_then(|authority| hyper::header::HeaderValue::try_from(authority).ok())
+        .ok_or_else(|| unreachable("the URL has no host".to_owned()))?;
+    let mut headers = headers;
+    headers.insert(hyper::header::HOST, host);
     let mut request = Request::builder()
         .method(method)
         .uri(url)
