@@ -218,11 +218,15 @@ impl Fetched {
 }
 
 async fn curl(proxy: SocketAddr, url: &str) -> Fetched {
+    curl_with(proxy, url, &[]).await
+}
+
+async fn curl_with(proxy: SocketAddr, url: &str, options: &[&str]) -> Fetched {
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("headers");
-    let output = run(
-        "curl",
-        vec![
+    let mut args: Vec<String> = options.iter().map(|option| option.to_string()).collect();
+    let output = run("curl", {
+        args.extend([
             "--silent".into(),
             "--show-error".into(),
             "--max-time".into(),
@@ -232,15 +236,23 @@ async fn curl(proxy: SocketAddr, url: &str) -> Fetched {
             "--dump-header".into(),
             headers.to_str().unwrap().into(),
             url.into(),
-        ],
-    )
+        ]);
+        args
+    })
     .await;
     assert!(
         output.status.success(),
         "curl {url} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let headers = std::fs::read_to_string(&headers).unwrap();
+    // After a CONNECT, curl writes the proxy's answer first: keep the last.
+    let all = std::fs::read_to_string(&headers).unwrap();
+    let headers = all
+        .split("\r\n\r\n")
+        .filter(|block| !block.trim().is_empty())
+        .last()
+        .unwrap_or_default()
+        .to_owned();
     let status = headers
         .split_whitespace()
         .nth(1)
@@ -435,6 +447,21 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
             .contains("elsewhere.example (http://127.0.0.1:1)"),
         "{}",
         fetched.body
+    );
+
+    // Through a CONNECT tunnel the proxy sees nothing and pays nothing: the
+    // gateway's 402 reaches the client as it was sent.
+    let tunnelled = curl_with(
+        proxy.addr,
+        &network.page("/articles/1.html"),
+        &["--proxytunnel"],
+    )
+    .await;
+    assert_eq!(tunnelled.status, 402, "{}", tunnelled.headers);
+    assert!(
+        tunnelled.body.contains("\"millicent\":1"),
+        "{}",
+        tunnelled.body
     );
 
     // None of the refusals spent anything or was logged as a purchase.
