@@ -377,7 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let wallet = Wallet::create_with(path, passphrase.as_ref())?;
+            let wallet = Wallet::create_with(path, passphrase.as_deref())?;
             let protected = if wallet.is_protected() {
                 ", protected by a passphrase"
             } else {
@@ -610,11 +610,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ProxyConfig {
                 listen,
                 wallet: path.clone(),
-                passphrase: if protected {
-                    keys.current()?.map(Arc::new)
-                } else {
-                    None
-                },
+                passphrase: if protected { keys.current()? } else { None },
                 top_up: top_up.map(Amount::new),
             };
             let proxy = RunningProxy::start(config).await?;
@@ -700,9 +696,11 @@ async fn settle_first(out: Output, wallet: &mut Wallet) {
     }
 }
 
-/// Where the passphrase of a protected wallet comes from.
+/// Where the passphrase of a protected wallet comes from, and the one
+/// given or typed, once known.
 struct Keys {
     file: Option<PathBuf>,
+    known: std::cell::RefCell<Option<Arc<Passphrase>>>,
 }
 
 impl Keys {
@@ -712,21 +710,27 @@ impl Keys {
     const NEW_ENV: &'static str = "MILLICENT_NEW_PASSPHRASE";
 
     fn new(file: Option<PathBuf>) -> Keys {
-        Keys { file }
+        Keys {
+            file,
+            known: std::cell::RefCell::new(None),
+        }
     }
 
-    /// The passphrase given by file or environment, if any.
-    fn current(&self) -> anyhow::Result<Option<Passphrase>> {
+    /// The passphrase typed before, or given by file or environment, if any.
+    fn current(&self) -> anyhow::Result<Option<Arc<Passphrase>>> {
+        if let Some(known) = self.known.borrow().as_ref() {
+            return Ok(Some(known.clone()));
+        }
         if let Some(file) = &self.file {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read --passphrase-file {}", file.display()))?;
             let line = text.lines().next().unwrap_or("").to_owned();
-            return Ok(Some(Passphrase::new(line)));
+            return Ok(Some(Arc::new(Passphrase::new(line))));
         }
         Ok(std::env::var(Keys::CURRENT_ENV)
             .ok()
             .filter(|text| !text.is_empty())
-            .map(Passphrase::new))
+            .map(|text| Arc::new(Passphrase::new(text))))
     }
 
     /// Opens the wallet at `path`, waiting (and saying so) while another
@@ -734,14 +738,17 @@ impl Keys {
     /// it is protected and none was given.
     fn open(&self, path: &Path) -> anyhow::Result<Wallet> {
         let given = self.current()?;
-        match open_waiting(path, given.as_ref()) {
+        match open_waiting(path, given.as_deref()) {
             Err(ClientError::PassphraseNeeded { .. }) if std::io::stdin().is_terminal() => {
                 let text = rpassword::prompt_password(format!(
                     "passphrase of wallet {}: ",
                     path.display()
                 ))
                 .context("cannot read the passphrase")?;
-                Ok(open_waiting(path, Some(&Passphrase::new(text)))?)
+                let typed = Arc::new(Passphrase::new(text));
+                let wallet = open_waiting(path, Some(&typed))?;
+                *self.known.borrow_mut() = Some(typed);
+                Ok(wallet)
             }
             other => Ok(other?),
         }
@@ -749,13 +756,13 @@ impl Keys {
 
     /// A new passphrase: from `variable` or the passphrase file if set,
     /// else asked twice in the terminal.
-    fn new_passphrase(&self, path: &Path, variable: &str) -> anyhow::Result<Passphrase> {
+    fn new_passphrase(&self, path: &Path, variable: &str) -> anyhow::Result<Arc<Passphrase>> {
         let given = match variable {
             Keys::CURRENT_ENV => self.current()?,
             _ => std::env::var(variable)
                 .ok()
                 .filter(|text| !text.is_empty())
-                .map(Passphrase::new),
+                .map(|text| Arc::new(Passphrase::new(text))),
         };
         if let Some(passphrase) = given {
             return Ok(passphrase);
@@ -777,7 +784,7 @@ impl Keys {
         if first.is_empty() {
             anyhow::bail!("an empty passphrase protects nothing; nothing was changed");
         }
-        Ok(Passphrase::new(first))
+        Ok(Arc::new(Passphrase::new(first)))
     }
 }
 
