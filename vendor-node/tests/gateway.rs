@@ -76,12 +76,24 @@ impl Reply {
 
 /// Sends one request with `headers` (written as given) and reads the reply.
 async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)]) -> Reply {
+    send(addr, method, path, headers, "").await
+}
+
+/// As [`http`], with `body` after the head.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Reply {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
@@ -241,21 +253,9 @@ async fn paid_requests_reach_the_upstream_and_bad_ones_never_do() {
     let post = broker.payment(&fresh, Variant::Secure, &format!("POST {addr}/articles/4"));
     let mut headers = payment_headers(&post);
     headers.push(("content-length", "5000".to_owned()));
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("POST /articles/4 HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
-    for (name, value) in &headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&"b".repeat(5000));
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    assert!(
-        raw.starts_with(b"HTTP/1.1 413"),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let body = "b".repeat(5000);
+    let reply = send(addr, "POST", "/articles/4", &headers, &body).await;
+    assert_eq!(reply.status, 413);
     // The scrip of the refused body was not spent.
     let get = broker.payment(&fresh, Variant::Secure, &format!("GET {addr}/articles/4"));
     assert_eq!(
@@ -280,6 +280,12 @@ async fn paid_requests_reach_the_upstream_and_bad_ones_never_do() {
         String::from_utf8_lossy(&raw)
     );
     assert_eq!(http(addr, "GET", "/elsewhere", &[]).await.status, 404);
+    assert_eq!(calls(), 3);
+    let huge_free = [("content-length", "5000".to_owned())];
+    assert_eq!(
+        send(addr, "POST", "/free", &huge_free, &body).await.status,
+        413
+    );
     assert_eq!(calls(), 3);
     let free = http(addr, "GET", "/free", &[]).await;
     assert_eq!(

@@ -265,6 +265,10 @@ impl Gateway {
             Origin::Upstream(_) => None,
         };
         let Some(item) = item else {
+            let request = match self.read_body(request).await {
+                Ok(request) => request,
+                Err(response) => return ("too_large", response),
+            };
             return match self.pass_on(request, file.as_deref()).await {
                 Ok(response) => ("free", response),
                 Err(response) => ("upstream_failed", response),
@@ -294,25 +298,14 @@ impl Gateway {
             Some(Ok(payment)) => payment,
         };
 
-        let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, self.settings.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                let message = format!(
-                    "the request body is larger than {} bytes; nothing was charged",
-                    self.settings.max_body_bytes
-                );
-                return ("too_large", text(StatusCode::PAYLOAD_TOO_LARGE, &message));
-            }
+        let request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return ("too_large", response),
         };
         let reply = match self.node.pay(payment).await {
             Ok(reply) => reply,
             Err(error) => return ("refused", self.refused(vendor, item, web_request, &error)),
         };
-        let request = Request::from_parts(parts, Full::new(body));
         let (outcome, mut response) = match self.pass_on(request, file.as_deref()).await {
             Ok(response) => ("paid", response),
             Err(response) => ("upstream_failed", response),
@@ -393,17 +386,32 @@ impl Gateway {
         }
     }
 
+    /// The request with its body read, if it is at most `max_body_bytes`;
+    /// otherwise the `413` to answer, before anything is charged or passed
+    /// on.
+    async fn read_body(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Request<Full<Bytes>>, Response<Body>> {
+        let (parts, body) = request.into_parts();
+        let limit = self.settings.max_body_bytes;
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
+            Err(_) => {
+                let message =
+                    format!("the request body is larger than {limit} bytes; nothing was charged");
+                Err(text(StatusCode::PAYLOAD_TOO_LARGE, &message))
+            }
+        }
+    }
+
     /// Sends a request the gateway may pass on (free or paid) to the
     /// origin: its answer, or the gateway's own when the origin failed.
-    async fn pass_on<B>(
+    async fn pass_on(
         &self,
-        request: Request<B>,
+        request: Request<Full<Bytes>>,
         file: Option<&Path>,
-    ) -> Result<Response<Body>, Response<Body>>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Result<Response<Body>, Response<Body>> {
         match (&self.settings.origin, file) {
             (Origin::Files(_), Some(file)) => Ok(serve_file(request.method(), file).await),
             (Origin::Files(_), None) => Err(text(StatusCode::NOT_FOUND, "no such file")),
@@ -416,21 +424,12 @@ impl Gateway {
         }
     }
 
-    async fn forward<B>(
+    async fn forward(
         &self,
         upstream: &hyper::Uri,
-        request: Request<B>,
-    ) -> Result<Response<Body>, String>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Body>, String> {
         let (mut parts, body) = request.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|error| format!("reading the request: {}", error.into()))?
-            .to_bytes();
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let authority = upstream.authority().map_or("", |a| a.as_str());
         parts.uri = format!("http://{authority}{target}")
@@ -438,7 +437,7 @@ impl Gateway {
             .map_err(|_| "the request target cannot be sent upstream".to_owned())?;
         parts.version = hyper::Version::HTTP_11;
         strip(&mut parts.headers);
-        let request = Request::from_parts(parts, Full::new(body));
+        let request = Request::from_parts(parts, body);
 
         let answer =
             tokio::time::timeout(self.settings.upstream_timeout, self.client.request(request));
