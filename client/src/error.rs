@@ -254,6 +254,95 @@ pub enum ClientError {
         /// The item asked for.
         item: String,
     },
+    /// A vendor's 402 offer cannot be paid as it stands. Nothing was spent.
+    #[error("the offer of {url} was refused, nothing was spent: {detail}")]
+    BadOffer {
+        /// The resource whose offer it was.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Paying would go over one of the wallet's spending limits. Nothing
+    /// was spent.
+    #[error(
+        "paying {price} to {vendor} would go over your {limit_name} of {limit} ({spent} spent \
+        already); nothing was spent. Change the limit with `millicent limits {flag}`"
+    )]
+    OverLimit {
+        /// The vendor to be paid.
+        vendor: String,
+        /// The price asked.
+        price: Amount,
+        /// Which limit: "per-payment limit", "daily limit", ...
+        limit_name: &'static str,
+        /// The limit.
+        limit: Amount,
+        /// What counts against it already.
+        spent: Amount,
+        /// The `millicent limits` option that changes it.
+        flag: String,
+    },
+    /// No broker the wallet has joined sells the vendor's scrip. Nothing
+    /// was spent.
+    #[error(
+        "no broker this wallet has joined sells scrip of {vendor}, so nothing was spent{}",
+        if brokers.is_empty() { String::new() } else {
+            format!("; the vendor names these brokers: {brokers}; join one with \
+                `millicent join --broker URL` if you trust it")
+        }
+    )]
+    VendorNotServed {
+        /// The vendor.
+        vendor: String,
+        /// The brokers the vendor's offer names, as `name (url)`.
+        brokers: String,
+    },
+    /// The wallet pays only for GET and HEAD requests, which can be sent
+    /// again safely if the answer is lost.
+    #[error(
+        "a {method} request is not paid for automatically: only GET and HEAD can be repeated \
+        safely if the answer is lost; nothing was spent"
+    )]
+    MethodNotPaid {
+        /// The method.
+        method: String,
+    },
+    /// An HTTP request could not be made: nothing was sent.
+    #[error("cannot reach {url}: {detail}; check the URL and that the server is running")]
+    HttpUnreachable {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An HTTP request carrying a payment got no usable answer; the
+    /// payment may have been taken, so the wallet keeps it to send again.
+    #[error(
+        "the payment to {url} got no answer ({detail}); it may have gone through, so the \
+        wallet kept it: the next millicent command sends it again"
+    )]
+    HttpLost {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The wallet file is protected by a passphrase and none was given.
+    #[error(
+        "wallet {} is protected by a passphrase; set MILLICENT_PASSPHRASE, give \
+        --passphrase-file, or run the command in a terminal to be asked for it",
+        path.display()
+    )]
+    PassphraseNeeded {
+        /// The wallet file.
+        path: PathBuf,
+    },
+    /// The passphrase given does not open the wallet file.
+    #[error("the passphrase does not open wallet {}; nothing was changed", path.display())]
+    WrongPassphrase {
+        /// The wallet file.
+        path: PathBuf,
+    },
 }
 
 impl ClientError {
@@ -290,25 +379,41 @@ impl ClientError {
         }
     }
 
+    /// For a payment the wallet declined before anything was sent, a
+    /// machine-readable name of why: `bad_offer`, `over_limit`,
+    /// `vendor_not_served` or `method_not_paid`.
+    pub fn declined(&self) -> Option<&'static str> {
+        match self {
+            ClientError::BadOffer { .. } => Some("bad_offer"),
+            ClientError::OverLimit { .. } => Some("over_limit"),
+            ClientError::VendorNotServed { .. } => Some("vendor_not_served"),
+            ClientError::MethodNotPaid { .. } => Some("method_not_paid"),
+            ClientError::NoScrip { .. } => Some("no_scrip"),
+            _ => None,
+        }
+    }
+
     /// Whether the outcome of the call is unknown: it may have reached the
     /// server and taken effect, with the reply lost. Such a call is safe to
     /// repeat with the same scrip and stamp, and must not be forgotten.
     pub fn outcome_unknown(&self) -> bool {
         use tonic::Code;
-        matches!(self, ClientError::Unsettled { .. })
-            || matches!(
-                self,
-                ClientError::Rpc {
-                    code: Code::Unavailable
-                        | Code::DeadlineExceeded
-                        | Code::Cancelled
-                        | Code::Unknown
-                        | Code::Internal
-                        | Code::Aborted
-                        | Code::DataLoss,
-                    ..
-                }
-            )
+        matches!(
+            self,
+            ClientError::Unsettled { .. } | ClientError::HttpLost { .. }
+        ) || matches!(
+            self,
+            ClientError::Rpc {
+                code: Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled
+                    | Code::Unknown
+                    | Code::Internal
+                    | Code::Aborted
+                    | Code::DataLoss,
+                ..
+            }
+        )
     }
 }
 

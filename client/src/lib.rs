@@ -12,6 +12,10 @@
 //!   while in use and written atomically with owner-only permissions, and
 //!   the operations that spend from it safely across crashes, lost replies
 //!   and concurrent commands.
+//! - [`web`] and [`Wallet::pay_web`]: paying for HTTP resources from a
+//!   vendor's `402 Payment Required` offer.
+//! - [`proxy`]: the local HTTP proxy that pays such offers, and the wallet
+//!   page.
 //! - [`convert`]: the one place where wire messages become protocol types.
 //! - [`ClientError`]: every failure, with the server's machine-readable
 //!   reason when it refused.
@@ -22,17 +26,24 @@
 //!   `host:port`), and any other scheme is refused rather than dialled in
 //!   plaintext, so it suits local and trusted networks until the transport
 //!   gains TLS.
-//! - The wallet file is not encrypted at rest; it relies on owner-only
-//!   file permissions, like an SSH key without a passphrase, and refuses a
-//!   file that other users can read.
+//! - The wallet file is encrypted at rest only when it is given a
+//!   passphrase ([`Passphrase`]); otherwise it relies on owner-only file
+//!   permissions, like an SSH key without a passphrase, and refuses a file
+//!   that other users can read.
+//! - The proxy pays only for plain HTTP: inside an HTTPS tunnel it sees
+//!   nothing to pay for.
+//! - Unused scrip is not refunded through the broker yet: a wallet holds
+//!   vendor scrip until it spends it or it expires.
 
 #![forbid(unsafe_code)]
 
 pub mod convert;
 mod error;
 pub mod protocol;
+pub mod proxy;
 pub mod stream;
 pub mod wallet;
+pub mod web;
 
 pub use convert::{scrip_from_wire, scrip_to_wire};
 pub use error::{ClientError, REASON_METADATA_KEY, ScripFate};
@@ -40,4 +51,4 @@ pub use protocol::{
     AccountKey, BoughtScrip, BrokerInfoSummary, Exchanged, Paid, VendorOfferSummary, account_auth,
     broker_info, buy_broker_scrip, exchange, open_account, pay, prices,
 };
-pub use wallet::{PayOrder, Wallet};
+pub use wallet::{Passphrase, PayOrder, Wallet, WebOrder, WebPurchase};

@@ -4,15 +4,19 @@
 //! file only parses arguments and prints results, as text for people or as
 //! JSON with `--json`.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use millicent_client::protocol::{self, connect_broker, connect_vendor};
+use millicent_client::proxy::{ProxyConfig, RunningProxy, outcome_text};
 use millicent_client::wallet::{
-    Balances, HistoryEntry, HistoryKind, Outcome, PayOrder, Purchase, ScripTotal, Wallet,
+    Balances, HistoryEntry, HistoryKind, Passphrase, PayOrder, Purchase, ScripTotal, Wallet,
+    utc_time,
 };
 use millicent_client::{ClientError, VendorOfferSummary};
 use millicent_core::{Amount, Variant, VendorName};
@@ -22,10 +26,12 @@ const AFTER_HELP: &str = "\
 Getting started:
   millicent create
   millicent join --broker http://127.0.0.1:7100
-  (the broker's operator credits the account: millicent credit ...)
+  (the broker's operator funds the account: millicent fund ...)
   millicent buy --amount 1000
   millicent prices --vendor http://127.0.0.1:7200
   millicent pay --vendor http://127.0.0.1:7200 --item article-1
+  millicent proxy        (then: curl -x http://127.0.0.1:8480 URL)
+  millicent history
 
 Amounts are whole numbers of the deployment's smallest unit. URLs are plain
 http:// (or host:port): TLS is not available yet.
@@ -55,6 +61,12 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Read the passphrase of a protected wallet from this file (its first
+    /// line). Otherwise it is taken from MILLICENT_PASSPHRASE, or asked for
+    /// in the terminal.
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +89,11 @@ enum Command {
     /// Refuses to overwrite an existing file. The file is readable by you
     /// only.
     Create {
+        /// Protect the file with a passphrase (asked for in the terminal,
+        /// or taken from MILLICENT_PASSPHRASE or --passphrase-file). It is
+        /// then needed by every command; it cannot be recovered if lost.
+        #[arg(long)]
+        protect: bool,
         #[command(flatten)]
         wallet: WalletArg,
     },
@@ -94,12 +111,14 @@ enum Command {
         wallet: WalletArg,
     },
 
-    /// Operator only: credit money to a customer's account at a broker.
+    /// Operator only: fund a customer's account at a broker.
     ///
-    /// Stands in for a real payment into the account. Needs the broker's
-    /// operator token, not a wallet. Repeating a reference credits nothing
-    /// more, so a credit can be retried safely.
-    Credit {
+    /// Stands in for a real payment into the account (a card or bank
+    /// transfer). Needs the broker's operator token, not a wallet.
+    /// Repeating a reference credits nothing more, so it can be retried
+    /// safely. `credit` is another name for it.
+    #[command(visible_alias = "credit")]
+    Fund {
         /// The broker's URL.
         #[arg(long, value_name = "URL")]
         broker: String,
@@ -122,6 +141,9 @@ enum Command {
         operator_token: String,
     },
 
+    // Unused scrip cannot be handed back to the broker for a refund yet: a
+    // `refund` command, beside `buy`, is what is missing, and until it
+    // exists vendor scrip stays in the wallet until spent or expired.
     /// Buy broker scrip from your account's balance.
     ///
     /// The scrip is kept in the wallet until a payment needs it.
@@ -161,8 +183,9 @@ enum Command {
         /// needed, get this much vendor scrip (or the price, if more), so
         /// that the next payments to this vendor need none. With less broker
         /// scrip than that, the exchange gets what the scrip allows.
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        top_up: u64,
+        /// [default: the wallet's setting, see `millicent limits`]
+        #[arg(long, value_name = "N")]
+        top_up: Option<u64>,
         /// The vendor to pay, when the node serves several selling the item.
         #[arg(long, value_name = "NAME")]
         vendor_name: Option<String>,
@@ -187,7 +210,83 @@ enum Command {
     },
 
     /// Show everything done with the wallet, oldest first.
+    ///
+    /// Each line has the time, what was done, the broker or vendor, the
+    /// item (for a web page, its method, host and path), the price, the
+    /// change and how it ended. `--format csv` or `--format json` exports
+    /// it, for example `millicent history --format csv > history.csv`.
     History {
+        /// text (for people), csv or json [default: text, or json with --json]
+        #[arg(long, value_enum)]
+        format: Option<HistoryFormat>,
+        /// Only the last N entries.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+
+    /// Show or change the spending limits and the top-up amount.
+    ///
+    /// Limits count what is paid to vendors (not what is exchanged for
+    /// vendor scrip), over the 24 hours before each payment. A payment over
+    /// a limit is refused before anything is spent, by `pay` and by the
+    /// proxy. Give `off` instead of a number to remove a limit. Without
+    /// options, prints the settings.
+    Limits {
+        /// The largest price of one payment.
+        #[arg(long, value_name = "N|off")]
+        max_price: Option<LimitArg>,
+        /// The most paid to all vendors together in a day.
+        #[arg(long, value_name = "N|off")]
+        daily: Option<LimitArg>,
+        /// The most paid to any one vendor in a day.
+        #[arg(long, value_name = "N|off")]
+        per_vendor: Option<LimitArg>,
+        /// A daily limit for one vendor, replacing --per-vendor for it:
+        /// VENDOR=N, or VENDOR=off to remove it. May be repeated.
+        #[arg(long, value_name = "VENDOR=N|off")]
+        vendor_limit: Vec<String>,
+        /// How much vendor scrip an exchange asks for when a payment needs
+        /// one.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        top_up: Option<u64>,
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+
+    /// Protect the wallet file with a new passphrase, or remove it.
+    ///
+    /// The new passphrase is asked for twice in the terminal (or taken from
+    /// MILLICENT_NEW_PASSPHRASE); the current one, if the file has one, as
+    /// for any command.
+    Passphrase {
+        /// Remove the protection instead: the file is then kept in the
+        /// clear, readable by its owner only.
+        #[arg(long)]
+        remove: bool,
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+
+    /// Run a local HTTP proxy that pays for priced web pages.
+    ///
+    /// Point an HTTP client at it (curl -x http://127.0.0.1:8480 URL). When
+    /// a server answers 402 Payment Required with a Millicent offer within
+    /// your limits, from a vendor a broker you joined sells, the proxy pays
+    /// from the wallet, fetches the page again and logs the purchase in the
+    /// history. Other offers are refused with a 402 saying why; nothing is
+    /// spent. HTTPS (CONNECT) is passed through unpaid: the proxy cannot
+    /// see inside it. Open http://127.0.0.1:8480/ for the wallet page.
+    /// Runs until Ctrl-C.
+    Proxy {
+        /// Where to listen. Anyone who can reach the address spends from
+        /// the wallet: keep it on loopback.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8480")]
+        listen: SocketAddr,
+        /// Vendor scrip per exchange [default: the wallet's setting].
+        #[arg(long, value_name = "N")]
+        top_up: Option<u64>,
         #[command(flatten)]
         wallet: WalletArg,
     },
@@ -200,6 +299,31 @@ enum Command {
         #[command(flatten)]
         wallet: WalletArg,
     },
+}
+
+/// The formats of `history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum HistoryFormat {
+    Text,
+    Csv,
+    Json,
+}
+
+/// A limit on the command line: a number, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LimitArg(Option<Amount>);
+
+impl std::str::FromStr for LimitArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LimitArg, String> {
+        if text == "off" {
+            return Ok(LimitArg(None));
+        }
+        text.parse::<u64>()
+            .map(|units| LimitArg(Some(Amount::new(units))))
+            .map_err(|_| format!("{text:?} is neither a whole number nor `off`"))
+    }
 }
 
 /// The payment variants, as named on the command line.
@@ -241,34 +365,31 @@ fn wallet_path(before: Option<&Path>, arg: WalletArg) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_WALLET))
 }
 
-/// Opens the wallet at `path`, waiting (and saying so) while another
-/// command holds it.
-fn open_wallet(path: &Path) -> Result<Wallet, ClientError> {
-    match Wallet::try_open(path) {
-        Err(ClientError::WalletBusy { .. }) => {
-            eprintln!(
-                "waiting for another millicent command using {} to finish...",
-                path.display()
-            );
-            Wallet::open(path)
-        }
-        other => other,
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
+    let keys = Keys::new(cli.passphrase_file.clone());
     let before = cli.wallet.as_deref();
     match cli.command {
-        Command::Create { wallet } => {
-            let wallet = Wallet::create(wallet_path(before, wallet))?;
+        Command::Create { protect, wallet } => {
+            let path = wallet_path(before, wallet);
+            let passphrase = if protect {
+                Some(keys.new_passphrase(&path, Keys::CURRENT_ENV)?)
+            } else {
+                None
+            };
+            let wallet = Wallet::create_with(path, passphrase.as_deref())?;
+            let protected = if wallet.is_protected() {
+                ", protected by a passphrase"
+            } else {
+                ""
+            };
             out.print(
-                json!({ "wallet": wallet.path() }),
-                format!("created wallet {}", wallet.path().display()),
+                json!({ "wallet": wallet.path(), "protected": wallet.is_protected() }),
+                format!("created wallet {}{protected}", wallet.path().display()),
             )
         }
         Command::Join { broker, wallet } => {
-            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
             let joined = wallet.join_broker(&broker).await?;
             let text = if joined.new_account {
                 format!(
@@ -290,7 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 text,
             )
         }
-        Command::Credit {
+        Command::Fund {
             broker,
             account,
             amount,
@@ -316,7 +437,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             broker,
             wallet,
         } => {
-            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
+            settle_first(out, &mut wallet).await;
             let bought = wallet.buy(broker.as_deref(), Amount::new(amount)).await?;
             remind(&wallet);
             out.print(
@@ -350,9 +472,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 vendor: vendor_name,
                 item,
                 variant: variant.map(Variant::from),
-                top_up: Amount::new(top_up),
+                top_up: top_up.map(Amount::new),
             };
-            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
+            settle_first(out, &mut wallet).await;
+            out.progress(&format!(
+                "paying for {} at {}...",
+                order.item, order.vendor_url
+            ));
             let purchase = wallet.pay(&order).await?;
             remind(&wallet);
             print_purchase(out, &purchase)
@@ -363,24 +490,149 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_prices(out, &offers)
         }
         Command::Balance { wallet } => {
-            let wallet = open_wallet(&wallet_path(before, wallet))?;
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
+            settle_first(out, &mut wallet).await;
+            out.progress(&format!(
+                "asking {} broker(s) for account balances...",
+                wallet.brokers().len()
+            ));
             let balances = wallet.balances().await?;
             remind(&wallet);
             print_balances(out, &balances)
         }
-        Command::History { wallet } => {
-            let wallet = open_wallet(&wallet_path(before, wallet))?;
-            if out.json {
-                return out.print(json!(wallet.history()), String::new());
+        Command::History {
+            format,
+            last,
+            wallet,
+        } => {
+            let wallet = keys.open(&wallet_path(before, wallet))?;
+            let history = wallet.history();
+            let entries = &history[history.len().saturating_sub(last.unwrap_or(usize::MAX))..];
+            let format = format.unwrap_or(if out.json {
+                HistoryFormat::Json
+            } else {
+                HistoryFormat::Text
+            });
+            let text = match format {
+                HistoryFormat::Json => serde_json::to_string(entries)?,
+                HistoryFormat::Csv => history_csv(entries),
+                HistoryFormat::Text if entries.is_empty() => "no history yet".to_owned(),
+                HistoryFormat::Text => {
+                    let lines: Vec<String> = entries.iter().map(history_line).collect();
+                    lines.join("\n")
+                }
+            };
+            let mut stdout = std::io::stdout().lock();
+            write!(stdout, "{text}")?;
+            if !text.ends_with('\n') {
+                writeln!(stdout)?;
             }
-            if wallet.history().is_empty() {
-                return out.print(json!([]), "no history yet".to_owned());
+            Ok(())
+        }
+        Command::Limits {
+            max_price,
+            daily,
+            per_vendor,
+            vendor_limit,
+            top_up,
+            wallet,
+        } => {
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
+            let mut settings = wallet.settings().clone();
+            let changed = max_price.is_some()
+                || daily.is_some()
+                || per_vendor.is_some()
+                || top_up.is_some()
+                || !vendor_limit.is_empty();
+            if let Some(LimitArg(limit)) = max_price {
+                settings.max_price = limit;
             }
-            let lines: Vec<String> = wallet.history().iter().map(history_line).collect();
-            out.print(json!(null), lines.join("\n"))
+            if let Some(LimitArg(limit)) = daily {
+                settings.daily_limit = limit;
+            }
+            if let Some(LimitArg(limit)) = per_vendor {
+                settings.vendor_daily_limit = limit;
+            }
+            if let Some(top_up) = top_up {
+                settings.top_up = Amount::new(top_up);
+            }
+            for assignment in &vendor_limit {
+                let (vendor, limit) = assignment.split_once('=').with_context(|| {
+                    format!("--vendor-limit {assignment:?} is not VENDOR=N or VENDOR=off")
+                })?;
+                VendorName::new(vendor)
+                    .with_context(|| format!("--vendor-limit: {vendor:?} is not a vendor name"))?;
+                match limit.parse::<LimitArg>().map_err(anyhow::Error::msg)? {
+                    LimitArg(Some(limit)) => settings
+                        .vendor_limits
+                        .insert(vendor.to_owned(), limit.units()),
+                    LimitArg(None) => settings.vendor_limits.remove(vendor),
+                };
+            }
+            if changed {
+                wallet.set_settings(settings)?;
+            }
+            print_settings(out, &wallet)
+        }
+        Command::Passphrase { remove, wallet } => {
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
+            if remove {
+                wallet.set_passphrase(None)?;
+                return out.print(
+                    json!({ "wallet": wallet.path(), "protected": false }),
+                    format!(
+                        "wallet {} is no longer protected by a passphrase; it stays readable \
+                         by you only",
+                        wallet.path().display()
+                    ),
+                );
+            }
+            let passphrase = keys.new_passphrase(wallet.path(), Keys::NEW_ENV)?;
+            wallet.set_passphrase(Some(&passphrase))?;
+            out.print(
+                json!({ "wallet": wallet.path(), "protected": true }),
+                format!(
+                    "wallet {} is protected by the new passphrase",
+                    wallet.path().display()
+                ),
+            )
+        }
+        Command::Proxy {
+            listen,
+            top_up,
+            wallet,
+        } => {
+            let path = wallet_path(before, wallet);
+            let mut opened = keys.open(&path)?;
+            settle_first(out, &mut opened).await;
+            let protected = opened.is_protected();
+            drop(opened);
+            let config = ProxyConfig {
+                listen,
+                wallet: path.clone(),
+                passphrase: if protected { keys.current()? } else { None },
+                top_up: top_up.map(Amount::new),
+            };
+            let proxy = RunningProxy::start(config).await?;
+            let addr = proxy.addr();
+            out.print(
+                json!({ "proxy": addr.to_string(), "wallet": path }),
+                format!(
+                    "paying proxy on http://{addr} for wallet {}\n\
+                     fetch through it with: curl -x http://{addr} URL\n\
+                     wallet page: http://{addr}/\n\
+                     stop it with Ctrl-C",
+                    path.display()
+                ),
+            )?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot wait for Ctrl-C")?;
+            proxy.shutdown().await;
+            Ok(())
         }
         Command::Recover { wallet } => {
-            let mut wallet = open_wallet(&wallet_path(before, wallet))?;
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
             if !wallet.has_unsettled_calls() {
                 return out.print(
                     json!({ "settled": [], "unsettled": [] }),
@@ -423,13 +675,141 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Tells the user on standard error about calls left unsettled by an
-/// earlier failure, which only `millicent recover` finishes.
+/// Finishes the calls whose answers a crash or a network failure lost
+/// before a command spends, saying on standard error what became of them.
+/// A call that still gets no answer stays recorded; the command goes on.
+async fn settle_first(out: Output, wallet: &mut Wallet) {
+    if !wallet.has_unsettled_calls() {
+        return;
+    }
+    out.progress("finishing calls whose answers were lost...");
+    match wallet.recover().await {
+        Ok(recovery) => {
+            for settled in &recovery.settled {
+                eprintln!("finished: {}", history_line(&settled.entry));
+            }
+            for error in &recovery.unsettled {
+                eprintln!("still unsettled: {error}");
+            }
+        }
+        Err(error) => eprintln!("could not finish the calls whose answers were lost: {error}"),
+    }
+}
+
+/// Where the passphrase of a protected wallet comes from, and the one
+/// given or typed, once known.
+struct Keys {
+    file: Option<PathBuf>,
+    known: std::cell::RefCell<Option<Arc<Passphrase>>>,
+}
+
+impl Keys {
+    /// The variable holding the passphrase of the wallet used.
+    const CURRENT_ENV: &'static str = "MILLICENT_PASSPHRASE";
+    /// The variable holding a new passphrase, for `millicent passphrase`.
+    const NEW_ENV: &'static str = "MILLICENT_NEW_PASSPHRASE";
+
+    fn new(file: Option<PathBuf>) -> Keys {
+        Keys {
+            file,
+            known: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The passphrase typed before, or given by file or environment, if any.
+    fn current(&self) -> anyhow::Result<Option<Arc<Passphrase>>> {
+        if let Some(known) = self.known.borrow().as_ref() {
+            return Ok(Some(known.clone()));
+        }
+        if let Some(file) = &self.file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --passphrase-file {}", file.display()))?;
+            let line = text.lines().next().unwrap_or("").to_owned();
+            return Ok(Some(Arc::new(Passphrase::new(line))));
+        }
+        Ok(std::env::var(Keys::CURRENT_ENV)
+            .ok()
+            .filter(|text| !text.is_empty())
+            .map(|text| Arc::new(Passphrase::new(text))))
+    }
+
+    /// Opens the wallet at `path`, waiting (and saying so) while another
+    /// command holds it, and asking for its passphrase in the terminal if
+    /// it is protected and none was given.
+    fn open(&self, path: &Path) -> anyhow::Result<Wallet> {
+        let given = self.current()?;
+        match open_waiting(path, given.as_deref()) {
+            Err(ClientError::PassphraseNeeded { .. }) if std::io::stdin().is_terminal() => {
+                let text = rpassword::prompt_password(format!(
+                    "passphrase of wallet {}: ",
+                    path.display()
+                ))
+                .context("cannot read the passphrase")?;
+                let typed = Arc::new(Passphrase::new(text));
+                let wallet = open_waiting(path, Some(&typed))?;
+                *self.known.borrow_mut() = Some(typed);
+                Ok(wallet)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// A new passphrase: from `variable` or the passphrase file if set,
+    /// else asked twice in the terminal.
+    fn new_passphrase(&self, path: &Path, variable: &str) -> anyhow::Result<Arc<Passphrase>> {
+        let given = match variable {
+            Keys::CURRENT_ENV => self.current()?,
+            _ => std::env::var(variable)
+                .ok()
+                .filter(|text| !text.is_empty())
+                .map(|text| Arc::new(Passphrase::new(text))),
+        };
+        if let Some(passphrase) = given {
+            return Ok(passphrase);
+        }
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "a new passphrase for {} is needed: set {variable} or run the command in a \
+                 terminal",
+                path.display()
+            );
+        }
+        let first = rpassword::prompt_password(format!("new passphrase for {}: ", path.display()))
+            .context("cannot read the passphrase")?;
+        let second =
+            rpassword::prompt_password("the same again: ").context("cannot read the passphrase")?;
+        if first != second {
+            anyhow::bail!("the two passphrases differ; nothing was changed");
+        }
+        if first.is_empty() {
+            anyhow::bail!("an empty passphrase protects nothing; nothing was changed");
+        }
+        Ok(Arc::new(Passphrase::new(first)))
+    }
+}
+
+/// Opens the wallet at `path`, waiting (and saying so) while another
+/// command holds it.
+fn open_waiting(path: &Path, passphrase: Option<&Passphrase>) -> Result<Wallet, ClientError> {
+    match Wallet::try_open_with(path, passphrase) {
+        Err(ClientError::WalletBusy { .. }) => {
+            eprintln!(
+                "waiting for another millicent command using {} to finish...",
+                path.display()
+            );
+            Wallet::open_with(path, passphrase)
+        }
+        other => other,
+    }
+}
+
+/// Tells the user on standard error about calls whose answer is still
+/// awaited, which the next command (or `millicent recover`) finishes.
 fn remind(wallet: &Wallet) {
     if wallet.has_unsettled_calls() {
         eprintln!(
-            "note: the wallet holds calls whose answer was lost; \
-             run `millicent recover` to finish them"
+            "note: the wallet holds calls whose answer was lost; the next command, or \
+             `millicent recover`, sends them again"
         );
     }
 }
@@ -441,6 +821,14 @@ struct Output {
 }
 
 impl Output {
+    /// Says what a command is doing, on standard error, when a person is
+    /// watching: not with --json, and not when standard error is a file.
+    fn progress(self, step: &str) {
+        if !self.json && std::io::stderr().is_terminal() {
+            eprintln!("{step}");
+        }
+    }
+
     fn print(self, json: serde_json::Value, text: String) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         if self.json {
@@ -607,61 +995,106 @@ fn print_balances(out: Output, balances: &Balances) -> anyhow::Result<()> {
     out.print(json, lines.join("\n"))
 }
 
-fn history_line(entry: &HistoryEntry) -> String {
-    let kind = match entry.kind {
+fn kind_name(kind: HistoryKind) -> &'static str {
+    match kind {
         HistoryKind::Buy => "buy",
         HistoryKind::Exchange => "exchange",
         HistoryKind::Pay => "pay",
-    };
-    let mut line = format!("{}  {kind:8}", utc_time(entry.time_ms));
+    }
+}
+
+fn history_line(entry: &HistoryEntry) -> String {
+    let mut line = format!("{}  {:8}", utc_time(entry.time_ms), kind_name(entry.kind));
+    let item = entry.item.as_ref().map(|item| {
+        if item.contains(' ') {
+            format!("{item:?}")
+        } else {
+            item.clone()
+        }
+    });
     let fields = [
         ("broker", entry.broker.clone()),
         ("vendor", entry.vendor.clone()),
-        ("item", entry.item.clone()),
+        ("item", item),
         ("price", entry.price.map(|a| a.to_string())),
         ("change", entry.change.map(|a| a.to_string())),
+        ("status", entry.status.map(|s| s.to_string())),
     ];
     for (name, value) in fields {
         if let Some(value) = value {
             line.push_str(&format!(" {name}={value}"));
         }
     }
-    if entry.outcome != Outcome::Ok
+    if entry.outcome != millicent_client::wallet::Outcome::Ok
         && let Some(url) = &entry.url
     {
         line.push_str(&format!(" at={url}"));
     }
-    let outcome = match &entry.outcome {
-        Outcome::Ok => "ok".to_owned(),
-        Outcome::Refused { reason } => format!("refused: {reason}"),
-        Outcome::Failed { reason } => format!("failed: {reason}"),
-        Outcome::Interrupted => "interrupted".to_owned(),
-    };
-    line.push_str(&format!("  {outcome}"));
+    line.push_str(&format!("  {}", outcome_text(&entry.outcome)));
     line
 }
 
-/// `ms` since the Unix epoch as an ISO 8601 UTC time, to the second.
-fn utc_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from a day count (proleptic Gregorian calendar), by eras of
-    // 400 years, which all have the same number of days.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
+/// The history as CSV (RFC 4180), one header line then one line per entry.
+fn history_csv(entries: &[HistoryEntry]) -> String {
+    let mut csv = String::from("time,kind,broker,vendor,item,url,price,change,status,outcome\r\n");
+    for entry in entries {
+        let amount = |a: Option<Amount>| a.map_or(String::new(), |a| a.units().to_string());
+        let fields = [
+            utc_time(entry.time_ms),
+            kind_name(entry.kind).to_owned(),
+            entry.broker.clone().unwrap_or_default(),
+            entry.vendor.clone().unwrap_or_default(),
+            entry.item.clone().unwrap_or_default(),
+            entry.url.clone().unwrap_or_default(),
+            amount(entry.price),
+            amount(entry.change),
+            entry.status.map(|s| s.to_string()).unwrap_or_default(),
+            outcome_text(&entry.outcome),
+        ];
+        let quoted: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+        csv.push_str(&quoted.join(","));
+        csv.push_str("\r\n");
+    }
+    csv
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+fn print_settings(out: Output, wallet: &Wallet) -> anyhow::Result<()> {
+    let settings = wallet.settings();
+    let show = |limit: Option<Amount>| limit.map_or("off".to_owned(), |a| a.to_string());
+    let since = protocol::now_ms().saturating_sub(millicent_client::wallet::DAY_MS);
+    let paid = wallet.paid_since(None, since);
+    let mut lines = vec![
+        format!("top-up per exchange: {}", settings.top_up),
+        format!("largest payment:     {}", show(settings.max_price)),
+        format!(
+            "per day:             {} (paid in the last 24 hours: {paid})",
+            show(settings.daily_limit)
+        ),
+        format!("per vendor and day:  {}", show(settings.vendor_daily_limit)),
+    ];
+    for (vendor, limit) in &settings.vendor_limits {
+        lines.push(format!("  {vendor}: {limit} a day"));
+    }
+    let units = |limit: Option<Amount>| limit.map(Amount::units);
+    out.print(
+        json!({
+            "top_up": settings.top_up.units(),
+            "max_price": units(settings.max_price),
+            "daily_limit": units(settings.daily_limit),
+            "vendor_daily_limit": units(settings.vendor_daily_limit),
+            "vendor_limits": settings.vendor_limits,
+            "paid_last_24h": paid.units(),
+        }),
+        lines.join("\n"),
     )
 }
 
@@ -701,7 +1134,7 @@ mod tests {
         .unwrap();
         let Command::Pay {
             variant: Some(VariantArg::Private),
-            top_up: 500,
+            top_up: Some(500),
             wallet,
             ..
         } = cli.command
@@ -719,7 +1152,8 @@ mod tests {
     fn the_wallet_is_named_before_or_after_the_command_and_the_later_wins() {
         let path = |args: &[&str]| {
             let cli = Cli::try_parse_from(args).unwrap();
-            let (Command::Balance { wallet } | Command::History { wallet }) = cli.command else {
+            let (Command::Balance { wallet } | Command::History { wallet, .. }) = cli.command
+            else {
                 panic!("{:?}", cli.command);
             };
             wallet_path(cli.wallet.as_deref(), wallet)
@@ -744,7 +1178,7 @@ mod tests {
 
     #[test]
     fn commands_without_a_wallet_take_no_wallet_option() {
-        for command in ["credit", "prices"] {
+        for command in ["fund", "prices"] {
             let mut cli = Cli::command();
             let help = cli
                 .find_subcommand_mut(command)

@@ -478,7 +478,7 @@ pub struct Paid {
 }
 
 /// A payment for `item` and the `PayRequest` that carries it.
-pub(crate) fn prepare_payment(
+pub fn prepare_payment(
     scrip: &Scrip,
     secret: &CustomerSecret,
     variant: Variant,
@@ -511,11 +511,28 @@ pub async fn pay(
     variant: Variant,
     item: &str,
 ) -> Result<Paid, ClientError> {
-    let (payment, request) = prepare_payment(scrip, secret, variant, item)?;
+    let (payment, _) = prepare_payment(scrip, secret, variant, item)?;
+    pay_prepared(client, &payment, secret).await
+}
+
+/// Sends `payment`, prepared before (and perhaps recorded, so that a lost
+/// reply can be fetched by sending the identical payment again), and
+/// checks the reply as [`pay`] does.
+pub async fn pay_prepared(
+    client: &mut VendorServiceClient<Channel>,
+    payment: &Payment,
+    secret: &CustomerSecret,
+) -> Result<Paid, ClientError> {
+    let request = wire::PayRequest {
+        scrip: Some(scrip_to_wire(&payment.scrip)),
+        variant: variant_to_wire(payment.variant) as i32,
+        request: payment.request.clone(),
+        request_stamp: stamp_bytes(payment),
+    };
     let reply = client.pay(request).await?.into_inner();
 
-    let checked = payment_reply_from_wire(scrip.suite(), &reply)?;
-    let goods = checked.open(&payment, secret)?;
+    let checked = payment_reply_from_wire(payment.scrip.suite(), &reply)?;
+    let goods = checked.open(payment, secret)?;
     Ok(Paid {
         goods,
         change: checked.change,

@@ -28,9 +28,12 @@
 //! it is safe: a secure payment with the same scrip and request has the same
 //! request stamp, which the vendor (or broker) recognises as a retry and
 //! answers with its first reply; an account call with the same nonce gets
-//! the first call's reply. [`Wallet::recover`] repeats every recorded call.
-//! A private payment is repeated with a freshly sealed request, whose stamp
-//! is still the same because it covers the plaintext.
+//! the first call's reply. [`Wallet::recover`] repeats every recorded call,
+//! identically: a private payment keeps the sealed request it sent (files
+//! written before that was kept are repeated with a freshly sealed request,
+//! whose stamp is still the same because it covers the plaintext), and a
+//! web payment keeps its URL, method and web request. The `millicent`
+//! commands that spend or show balances call it first.
 //!
 //! A refusal is final, and changes nothing at the server: the scrip is
 //! released for the next payment. It is dropped from the wallet only when it
@@ -47,12 +50,19 @@
 //! as a double spend and drops it.
 
 mod file;
+mod limits;
+mod seal;
 mod store;
+mod web;
+
+pub use limits::{DAY_MS, Settings};
+pub use seal::Passphrase;
+pub use web::{WebOrder, WebPurchase};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use millicent_core::{Amount, CustomerSecret, Scrip, ScripId, Suite, Variant, VendorName};
+use millicent_core::{Amount, CustomerSecret, Payment, Scrip, ScripId, Suite, Variant, VendorName};
 use millicent_proto::broker_service_client::BrokerServiceClient;
 use millicent_proto::vendor_service_client::VendorServiceClient;
 use serde::{Deserialize, Serialize};
@@ -84,6 +94,9 @@ pub struct Wallet {
     vendor_scrip: Vec<HeldScrip>,
     pending_buys: Vec<PendingBuy>,
     history: Vec<HistoryEntry>,
+    settings: Settings,
+    /// The key the file is encrypted with, if it is protected.
+    protection: Option<seal::FileKey>,
 }
 
 /// An account at a broker.
@@ -177,6 +190,24 @@ pub enum InFlight {
         item: String,
         /// The vendor node paid.
         vendor_url: String,
+        /// The price asked (unknown in files written before it was kept).
+        price: Option<Amount>,
+        /// In the private variant, the sealed request exactly as sent, so
+        /// that a retry sends the same bytes.
+        sealed_request: Option<Vec<u8>>,
+    },
+    /// Payment for an HTTP resource at a vendor's gateway.
+    Web {
+        /// The resource's URL.
+        url: String,
+        /// The HTTP method (GET or HEAD).
+        method: String,
+        /// The web request stamped.
+        request: String,
+        /// The variant used (clear or secure).
+        variant: Variant,
+        /// The price offered.
+        price: Amount,
     },
     /// Exchange of broker scrip for vendor scrip.
     Exchange {
@@ -226,6 +257,9 @@ pub struct HistoryEntry {
     /// The value of the change received.
     #[serde(default, with = "file::optional_amount")]
     pub change: Option<Amount>,
+    /// For a payment for an HTTP resource, the status of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -241,6 +275,7 @@ impl HistoryEntry {
             url: None,
             price: None,
             change: None,
+            status: None,
             outcome: Outcome::Ok,
         }
     }
@@ -296,8 +331,8 @@ pub struct PayOrder {
     /// exchanged, ask for this much vendor scrip (or the price, if more), so
     /// that the next payments to the vendor need no exchange. If the broker
     /// scrip held is worth less, the exchange asks for less, down to the
-    /// price.
-    pub top_up: Amount,
+    /// price. `None` takes the wallet's setting.
+    pub top_up: Option<Amount>,
 }
 
 /// The result of [`Wallet::join_broker`].
@@ -467,11 +502,21 @@ impl Wallet {
     /// Creates an empty wallet at `path`, and holds its lock; fails if a
     /// file is there already.
     pub fn create(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
+        Wallet::create_with(path, None)
+    }
+
+    /// As [`Wallet::create`], protecting the file with `passphrase` if one
+    /// is given.
+    pub fn create_with(
+        path: impl Into<PathBuf>,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Wallet, ClientError> {
         let path = path.into();
         store::refuse_existing(&path)?;
         let lock = store::lock(&path)?;
-        let wallet = Wallet::empty(path, lock);
-        store::create(&wallet.path, &file::encode(&wallet.path, wallet.parts())?)?;
+        let mut wallet = Wallet::empty(path, lock);
+        wallet.protection = passphrase.map(Passphrase::new_key).transpose()?;
+        store::create(&wallet.path, &wallet.file_contents()?)?;
         Ok(wallet)
     }
 
@@ -480,31 +525,60 @@ impl Wallet {
     /// the calling thread until it is released; [`Wallet::try_open`] does
     /// not wait.
     pub fn open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
+        Wallet::open_with(path, None)
+    }
+
+    /// As [`Wallet::open`], with the passphrase of a protected file.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Wallet, ClientError> {
         let path = path.into();
         store::require_private(&path)?;
         let lock = store::lock(&path)?;
-        Wallet::load(path, lock)
+        Wallet::load(path, lock, passphrase)
     }
 
     /// As [`Wallet::open`], but fails with [`ClientError::WalletBusy`]
     /// rather than wait if another `Wallet` holds the lock.
     pub fn try_open(path: impl Into<PathBuf>) -> Result<Wallet, ClientError> {
+        Wallet::try_open_with(path, None)
+    }
+
+    /// As [`Wallet::try_open`], with the passphrase of a protected file.
+    pub fn try_open_with(
+        path: impl Into<PathBuf>,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Wallet, ClientError> {
         let path = path.into();
         store::require_private(&path)?;
         match store::try_lock(&path)? {
-            Some(lock) => Wallet::load(path, lock),
+            Some(lock) => Wallet::load(path, lock, passphrase),
             None => Err(ClientError::WalletBusy { path }),
         }
     }
 
-    fn load(path: PathBuf, lock: store::WalletLock) -> Result<Wallet, ClientError> {
+    fn load(
+        path: PathBuf,
+        lock: store::WalletLock,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Wallet, ClientError> {
         let contents = store::read(&path)?;
+        let (contents, protection) = if file::is_sealed(&contents) {
+            let passphrase =
+                passphrase.ok_or_else(|| ClientError::PassphraseNeeded { path: path.clone() })?;
+            let (plain, key) = seal::open(&path, &contents, passphrase)?;
+            (plain, Some(key))
+        } else {
+            (contents, None)
+        };
         let file::Contents {
             brokers,
             broker_scrip,
             vendor_scrip,
             pending_buys,
             history,
+            settings,
         } = file::decode(&path, &contents)?;
         Ok(Wallet {
             brokers,
@@ -512,13 +586,37 @@ impl Wallet {
             vendor_scrip,
             pending_buys,
             history,
+            settings,
+            protection,
             ..Wallet::empty(path, lock)
         })
     }
 
     /// Writes the wallet to its file, atomically and durably.
     pub fn save(&self) -> Result<(), ClientError> {
-        store::replace(&self.path, &file::encode(&self.path, self.parts())?)
+        store::replace(&self.path, &self.file_contents()?)
+    }
+
+    /// The file as [`Wallet::save`] writes it: encrypted if protected.
+    fn file_contents(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let plain = file::encode(&self.path, self.parts())?;
+        match &self.protection {
+            Some(key) => Ok(Zeroizing::new(seal::seal(key, &plain)?)),
+            None => Ok(plain),
+        }
+    }
+
+    /// Whether the file is protected by a passphrase.
+    pub fn is_protected(&self) -> bool {
+        self.protection.is_some()
+    }
+
+    /// Protects the file with `passphrase` from now on (a new salt, so an
+    /// old passphrase no longer opens it), or removes the protection with
+    /// `None`, and saves the wallet.
+    pub fn set_passphrase(&mut self, passphrase: Option<&Passphrase>) -> Result<(), ClientError> {
+        self.protection = passphrase.map(Passphrase::new_key).transpose()?;
+        self.save()
     }
 
     /// Checks `contents` as [`Wallet::open`] checks a wallet file, and returns
@@ -537,6 +635,7 @@ impl Wallet {
             vendor_scrip: &self.vendor_scrip,
             pending_buys: &self.pending_buys,
             history: &self.history,
+            settings: &self.settings,
         }
     }
 
@@ -549,6 +648,8 @@ impl Wallet {
             vendor_scrip: Vec::new(),
             pending_buys: Vec::new(),
             history: Vec::new(),
+            settings: Settings::default(),
+            protection: None,
         }
     }
 
@@ -686,25 +787,29 @@ impl Wallet {
             }
         };
         let (vendor, price, variant) = choose_offer(&offers, order, &vendor_url)?;
+        self.check_limits(&vendor, price, now_ms())?;
 
-        let (key, exchange) = match self.pick_vendor_scrip(&vendor, price, now_ms() / 1000) {
-            Some(key) => (key, None),
-            None => {
-                let (key, summary) = self
-                    .exchange_for(&vendor, price, order.top_up, &vendor_url)
-                    .await?;
-                (key, Some(summary))
-            }
+        let top_up = order.top_up.unwrap_or(self.settings.top_up);
+        let (key, exchange) = self
+            .vendor_scrip_for(&vendor, price, top_up, &vendor_url)
+            .await?;
+
+        let payment = {
+            let held = self.held(Purse::Vendor, &key)?;
+            let (payment, _) =
+                protocol::prepare_payment(&held.scrip, &held.secret, variant, &order.item)?;
+            payment
         };
-
         let in_flight = InFlight::Pay {
             variant,
             item: order.item.clone(),
             vendor_url: vendor_url.clone(),
+            price: Some(price),
+            sealed_request: (variant == Variant::Private).then(|| payment.request.clone()),
         };
         self.mark_in_flight(Purse::Vendor, &key, in_flight)?;
         let settled = self
-            .settle_pay(&mut vendor_client, &key, variant, &order.item, &vendor_url)
+            .settle_pay(&mut vendor_client, &key, &payment, &order.item, &vendor_url)
             .await?;
         let paid = self.finish(settled)?;
         Ok(Purchase {
@@ -816,26 +921,52 @@ impl Wallet {
             }
         }
 
+        let http = crate::web::http_client();
         for held in self.vendor_scrip.clone() {
-            let Some(InFlight::Pay {
-                variant,
-                item,
-                vendor_url,
-            }) = held.in_flight.clone()
-            else {
-                continue;
-            };
-            match connect_vendor(&vendor_url).await {
-                Ok(mut client) => {
-                    let settled = self
-                        .settle_pay(&mut client, &held.key(), variant, &item, &vendor_url)
-                        .await?;
-                    recovery.note(settled, |paid| Some(paid.goods.clone()));
+            match held.in_flight.clone() {
+                Some(InFlight::Pay {
+                    variant,
+                    item,
+                    vendor_url,
+                    sealed_request,
+                    ..
+                }) => {
+                    let payment = recorded_payment(&held, variant, &item, sealed_request)?;
+                    match connect_vendor(&vendor_url).await {
+                        Ok(mut client) => {
+                            let settled = self
+                                .settle_pay(&mut client, &held.key(), &payment, &item, &vendor_url)
+                                .await?;
+                            recovery.note(settled, |paid| Some(paid.goods.clone()));
+                        }
+                        Err(error) => recovery.unsettled.push(error),
+                    }
                 }
-                Err(error) => recovery.unsettled.push(error),
+                Some(InFlight::Web { .. }) => {
+                    let settled = self.resend_web(&http, &held).await?;
+                    recovery.note(settled, |_| None);
+                }
+                Some(InFlight::Exchange { .. }) | None => {}
             }
         }
         Ok(recovery)
+    }
+
+    /// The smallest vendor scrip of `vendor` that covers `price`, or, if
+    /// none does, vendor scrip worth `top_up` (at least `price`) from an
+    /// exchange, with the summary of that exchange.
+    async fn vendor_scrip_for(
+        &mut self,
+        vendor: &VendorName,
+        price: Amount,
+        top_up: Amount,
+        vendor_url: &str,
+    ) -> Result<(ScripKey, Option<ExchangeSummary>), ClientError> {
+        if let Some(key) = self.pick_vendor_scrip(vendor, price, now_ms() / 1000) {
+            return Ok((key, None));
+        }
+        let (key, summary) = self.exchange_for(vendor, price, top_up, vendor_url).await?;
+        Ok((key, Some(summary)))
     }
 
     /// Gets vendor scrip for `vendor` worth `top_up`, and at least `price`,
@@ -1097,13 +1228,7 @@ impl Wallet {
         let result = protocol::exchange(client, &held.scrip, &held.secret, vendor, value).await;
         let exchanged = match result {
             Ok(exchanged) => exchanged,
-            Err(error) => {
-                let error = self.record_failure(Purse::Broker, key, &mut entry, error)?;
-                return Ok(Settled {
-                    entry,
-                    result: Err(error),
-                });
-            }
+            Err(error) => return self.settle_failure(Purse::Broker, key, entry, error),
         };
 
         self.take(Purse::Broker, key);
@@ -1137,7 +1262,7 @@ impl Wallet {
         &mut self,
         client: &mut VendorServiceClient<Channel>,
         key: &ScripKey,
-        variant: Variant,
+        payment: &Payment,
         item: &str,
         vendor_url: &str,
     ) -> Result<Settled<Paid>, ClientError> {
@@ -1147,16 +1272,10 @@ impl Wallet {
         entry.item = Some(item.to_owned());
         entry.url = Some(vendor_url.to_owned());
 
-        let result = protocol::pay(client, &held.scrip, &held.secret, variant, item).await;
+        let result = protocol::pay_prepared(client, payment, &held.secret).await;
         let paid = match result {
             Ok(paid) => paid,
-            Err(error) => {
-                let error = self.record_failure(Purse::Vendor, key, &mut entry, error)?;
-                return Ok(Settled {
-                    entry,
-                    result: Err(error),
-                });
-            }
+            Err(error) => return self.settle_failure(Purse::Vendor, key, entry, error),
         };
 
         self.take(Purse::Vendor, key);
@@ -1199,6 +1318,24 @@ impl Wallet {
         })
     }
 
+    /// Whether the wallet holds spendable scrip of `vendor`, or has joined
+    /// a broker that sells it (asking the brokers again if none said so).
+    async fn can_get_scrip_of(&mut self, vendor: &VendorName) -> Result<bool, ClientError> {
+        let now_s = now_ms() / 1000;
+        let held = |wallet: &Wallet| {
+            wallet
+                .vendor_scrip
+                .iter()
+                .any(|h| h.scrip.body().vendor == *vendor && h.is_spendable(now_s))
+                || wallet.brokers.iter().any(|b| b.sells_for(vendor))
+        };
+        if held(self) {
+            return Ok(true);
+        }
+        self.refresh_broker_info().await?;
+        Ok(held(self))
+    }
+
     /// Records a call that could not be made (nothing was sent, so nothing
     /// is kept), and gives back its error.
     fn record_unmade(
@@ -1209,6 +1346,22 @@ impl Wallet {
         entry.outcome = failure_outcome(&error);
         self.record(&entry)?;
         Ok(error)
+    }
+
+    /// The settled failure of a call with scrip from `purse`, recorded as
+    /// [`Wallet::record_failure`] records it.
+    fn settle_failure<T>(
+        &mut self,
+        purse: Purse,
+        key: &ScripKey,
+        mut entry: HistoryEntry,
+        error: ClientError,
+    ) -> Result<Settled<T>, ClientError> {
+        let error = self.record_failure(purse, key, &mut entry, error)?;
+        Ok(Settled {
+            entry,
+            result: Err(error),
+        })
     }
 
     /// Records a failed call with scrip from `purse`, and gives back its
@@ -1274,8 +1427,10 @@ impl Wallet {
     ) -> Result<(), ClientError> {
         let index = self.position(purse, key).ok_or_else(|| missing(key))?;
         let held = &mut self.purse_mut(purse)[index];
-        if let InFlight::Pay { vendor_url, .. } = &in_flight {
-            held.vendor_url = Some(vendor_url.clone());
+        match &in_flight {
+            InFlight::Pay { vendor_url, .. } => held.vendor_url = Some(vendor_url.clone()),
+            InFlight::Web { url, .. } => held.vendor_url = Some(url.clone()),
+            InFlight::Exchange { .. } => {}
         }
         held.in_flight = Some(in_flight);
         self.save()
@@ -1372,6 +1527,30 @@ fn accepted_names(variants: &[Variant]) -> String {
     names.join(", ")
 }
 
+/// The payment recorded for `item` with `held`: in the private variant
+/// the sealed request exactly as sent, if it was kept; otherwise prepared
+/// again, which gives the same request and stamp.
+fn recorded_payment(
+    held: &HeldScrip,
+    variant: Variant,
+    item: &str,
+    sealed_request: Option<Vec<u8>>,
+) -> Result<Payment, ClientError> {
+    match sealed_request {
+        Some(sealed) if variant == Variant::Private => Ok(Payment {
+            scrip: held.scrip.clone(),
+            variant,
+            request: sealed,
+            request_stamp: Some(millicent_core::payment::request_stamp(
+                &held.secret,
+                &held.scrip,
+                item.as_bytes(),
+            )),
+        }),
+        _ => Ok(protocol::prepare_payment(&held.scrip, &held.secret, variant, item)?.0),
+    }
+}
+
 fn change_value(change: Option<&Scrip>) -> Amount {
     change.map_or(Amount::ZERO, Scrip::value)
 }
@@ -1411,6 +1590,30 @@ fn snake_case(camel: &str) -> String {
         out.push(c.to_ascii_lowercase());
     }
     out
+}
+
+/// `ms` since the Unix epoch as an ISO 8601 UTC time, to the second.
+pub fn utc_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from a day count (proleptic Gregorian calendar), by eras of
+    // 400 years, which all have the same number of days.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use millicent_broker::{BrokerConfig, RunningBroker};
+use millicent_broker::RunningBroker;
 use millicent_vendor::{RunningVendor, VendorConfig};
 use serde_json::Value;
+use support::{LICENCE_TOKEN, OPERATOR_TOKEN, fails, fails_json, millicent, ok_json};
 
-const OPERATOR_TOKEN: &str = "operator-token-for-tests";
-const LICENCE_TOKEN: &str = "licence-token-for-tests";
+mod support;
 
 struct Network {
     vendor: RunningVendor,
@@ -30,99 +30,44 @@ async fn start(dir: &Path) -> Network {
     })
     .await
     .unwrap();
-    let broker = RunningBroker::start(BrokerConfig {
-        listen: loopback,
-        data_dir: dir.join("broker"),
-        operator_token: Some(OPERATOR_TOKEN.to_owned()),
-        vendors: vec![millicent_broker::VendorConfig {
-            name: "news.example".to_owned(),
-            node: format!("http://{}", vendor.addr()),
-            licence_token: Some(LICENCE_TOKEN.to_owned()),
-        }],
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
+    let broker = support::start_broker(dir, vendor.addr()).await;
     Network { vendor, broker }
-}
-
-/// Runs `millicent` off the async runtime's threads.
-async fn millicent(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_millicent"))
-            .args(&args)
-            .env_remove("MILLICENT_WALLET")
-            .env_remove("MILLICENT_OPERATOR_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-async fn ok_json(args: &[&str]) -> Value {
-    let mut all = vec!["--json".to_owned()];
-    all.extend(args.iter().map(|arg| arg.to_string()));
-    let output = millicent(all).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "millicent {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
-}
-
-/// Runs a command expected to fail with `--json`: the error is JSON on
-/// standard output.
-async fn fails_json(args: &[&str]) -> Value {
-    let mut all = vec!["--json".to_owned()];
-    all.extend(args.iter().map(|arg| arg.to_string()));
-    let output = millicent(all).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        !output.status.success(),
-        "millicent {args:?} should have failed"
-    );
-    let error: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"));
-    assert!(error["error"].is_string(), "{error}");
-    error
 }
 
 /// Creates a wallet at `wallet`, joins the broker, has 1000 credited and
 /// buys 500 of broker scrip.
 async fn funded_wallet(network: &Network, wallet: &str) {
-    let broker = format!("http://{}", network.broker.addr());
-    ok_json(&["--wallet", wallet, "create"]).await;
-    let joined = ok_json(&["join", "--wallet", wallet, "--broker", &broker]).await;
-    let account = joined["account_id"].as_u64().unwrap().to_string();
-    ok_json(&[
-        "credit",
-        "--broker",
-        &broker,
-        "--account",
-        &account,
-        "--amount",
-        "1000",
-        "--reference",
-        "deposit-1",
-        "--operator-token",
-        OPERATOR_TOKEN,
-    ])
-    .await;
-    ok_json(&["--wallet", wallet, "buy", "--amount", "500"]).await;
+    support::funded_wallet(&format!("http://{}", network.broker.addr()), wallet).await;
 }
 
-async fn fails(args: &[&str]) -> String {
-    let output = millicent(args.iter().map(|arg| arg.to_string()).collect()).await;
-    assert!(
-        !output.status.success(),
-        "millicent {args:?} should have failed"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(stderr.starts_with("error: "), "unclear error: {stderr}");
-    stderr
+/// A network and a funded wallet in a temporary folder.
+struct Funded {
+    dir: tempfile::TempDir,
+    network: Network,
+    vendor: String,
+    wallet: String,
+}
+
+impl Funded {
+    async fn new() -> Funded {
+        let dir = tempfile::tempdir().unwrap();
+        let network = start(dir.path()).await;
+        let vendor = format!("http://{}", network.vendor.addr());
+        let wallet = dir.path().join("my.wallet").to_str().unwrap().to_owned();
+        funded_wallet(&network, &wallet).await;
+        Funded {
+            dir,
+            network,
+            vendor,
+            wallet,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.network.broker.shutdown().await.unwrap();
+        self.network.vendor.shutdown().await.unwrap();
+        drop(self.dir);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,4 +398,182 @@ async fn scrip_refused_by_a_node_that_does_not_know_it_is_kept() {
     stranger.shutdown().await.unwrap();
     network.broker.shutdown().await.unwrap();
     network.vendor.shutdown().await.unwrap();
+}
+
+/// Runs `millicent` with the environment variable `name` set to `value`.
+async fn with_env(name: &'static str, value: &str, args: &[&str]) -> Output {
+    let value = value.to_owned();
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_millicent"))
+            .args(&args)
+            .env_remove("MILLICENT_WALLET")
+            .env_remove("MILLICENT_PASSPHRASE")
+            .env(name, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `millicent` with `MILLICENT_PASSPHRASE` set to `passphrase`.
+async fn with_passphrase(passphrase: &str, args: &[&str]) -> Output {
+    with_env("MILLICENT_PASSPHRASE", passphrase, args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_wallet_opens_with_its_passphrase_only() {
+    let funded = Funded::new().await;
+    let (vendor, wallet) = (&funded.vendor, funded.wallet.as_str());
+    let wallet_path = Path::new(wallet);
+    let secret_hex = {
+        let plain = std::fs::read_to_string(wallet_path).unwrap();
+        let record: Value = serde_json::from_str(&plain).unwrap();
+        record["brokers"][0]["account_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Protecting it: the file no longer holds any secret in the clear.
+    let set = with_passphrase("", &["--wallet", wallet, "passphrase"]).await;
+    assert!(!set.status.success(), "a new passphrase is needed");
+    let set = with_env(
+        "MILLICENT_NEW_PASSPHRASE",
+        "correct horse battery",
+        &["--wallet", wallet, "passphrase"],
+    )
+    .await;
+    assert!(set.status.success(), "{set:?}");
+    let sealed = std::fs::read_to_string(wallet_path).unwrap();
+    assert!(
+        !sealed.contains(&secret_hex),
+        "the account key is in the clear"
+    );
+    assert!(sealed.contains("\"argon2id\""), "{sealed}");
+
+    // Without it, or with a wrong one, nothing opens and nothing changes.
+    let error = fails(&["--wallet", wallet, "balance"]).await;
+    assert!(error.contains("protected by a passphrase"), "{error}");
+    assert!(error.contains("MILLICENT_PASSPHRASE"), "{error}");
+    let wrong = with_passphrase("wrong", &["--wallet", wallet, "balance"]).await;
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("does not open"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(wallet_path).unwrap(), sealed);
+
+    // With it, the wallet pays and stays protected.
+    let paid = with_passphrase(
+        "correct horse battery",
+        &[
+            "--json",
+            "--wallet",
+            wallet,
+            "pay",
+            "--vendor",
+            vendor,
+            "--item",
+            "article-1",
+        ],
+    )
+    .await;
+    assert!(paid.status.success(), "{paid:?}");
+    let paid: Value = serde_json::from_slice(&paid.stdout).unwrap();
+    assert_eq!(paid["change"], 90);
+    assert!(
+        std::fs::read_to_string(wallet_path)
+            .unwrap()
+            .contains("\"argon2id\"")
+    );
+
+    // Removing the protection leaves a plain, private file.
+    let removed = with_passphrase(
+        "correct horse battery",
+        &["--wallet", wallet, "passphrase", "--remove"],
+    )
+    .await;
+    assert!(removed.status.success(), "{removed:?}");
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["vendors"][0]["scrip"]["value"], 90, "{balance}");
+
+    funded.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_over_a_limit_are_refused_before_anything_is_spent() {
+    let funded = Funded::new().await;
+    let (vendor, wallet) = (&funded.vendor, funded.wallet.as_str());
+    let pay = [
+        "--wallet",
+        wallet,
+        "pay",
+        "--vendor",
+        vendor,
+        "--item",
+        "article-1",
+    ];
+
+    let settings = ok_json(&["--wallet", wallet, "limits"]).await;
+    assert_eq!(settings["max_price"], 100, "{settings}");
+    assert_eq!(settings["daily_limit"], 1000, "{settings}");
+    assert_eq!(settings["top_up"], 100, "{settings}");
+
+    // Over the per-payment limit: refused before any exchange.
+    ok_json(&[
+        "--wallet",
+        wallet,
+        "limits",
+        "--max-price",
+        "5",
+        "--top-up",
+        "30",
+    ])
+    .await;
+    let error = fails_json(&pay).await;
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("per-payment limit of 5"),
+        "{error}"
+    );
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["brokers"][0]["scrip"]["value"], 500, "{balance}");
+    assert_eq!(balance["vendors"], Value::Array(vec![]), "{balance}");
+
+    // A vendor's own daily limit: two payments of 10 fit in 25, a third not.
+    ok_json(&[
+        "--wallet",
+        wallet,
+        "limits",
+        "--max-price",
+        "off",
+        "--vendor-limit",
+        "news.example=25",
+    ])
+    .await;
+    let paid = ok_json(&pay).await;
+    assert_eq!(
+        paid["exchange"]["value"], 30,
+        "the top-up setting is used: {paid}"
+    );
+    ok_json(&pay).await;
+    let error = fails_json(&pay).await;
+    let text = error["error"].as_str().unwrap();
+    assert!(
+        text.contains("daily limit at this vendor of 25 (20 spent"),
+        "{text}"
+    );
+    assert!(text.contains("--vendor-limit news.example=N"), "{text}");
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["vendors"][0]["scrip"]["value"], 10, "{balance}");
+
+    let settings = ok_json(&["--wallet", wallet, "limits"]).await;
+    assert_eq!(settings["max_price"], Value::Null, "{settings}");
+    assert_eq!(settings["vendor_limits"]["news.example"], 25, "{settings}");
+    assert_eq!(settings["paid_last_24h"], 20, "{settings}");
+
+    funded.shutdown().await;
 }

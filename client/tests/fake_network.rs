@@ -112,6 +112,8 @@ struct FakeVendor {
     tamper_next_reply: AtomicBool,
     refuse_next_payment: Mutex<Option<&'static str>>,
     fail_prices: AtomicBool,
+    /// Every `Pay` request received, as received.
+    received: Mutex<Vec<wire::PayRequest>>,
 }
 
 struct VendorState {
@@ -131,6 +133,7 @@ impl FakeVendor {
             tamper_next_reply: AtomicBool::new(false),
             refuse_next_payment: Mutex::new(None),
             fail_prices: AtomicBool::new(false),
+            received: Mutex::new(Vec::new()),
         }
     }
 }
@@ -154,6 +157,7 @@ impl VendorService for FakeVendor {
             return Err(refuse(Code::PermissionDenied, reason));
         }
         let request = request.into_inner();
+        self.received.lock().unwrap().push(request.clone());
         let scrip = decode_scrip(request.scrip)?;
         let variant = match request.variant {
             1 => Variant::Clear,
@@ -550,7 +554,7 @@ fn article(net: &Network, variant: Option<Variant>, top_up: u64) -> PayOrder {
         vendor: None,
         item: "article-1".into(),
         variant,
-        top_up: Amount::new(top_up),
+        top_up: Some(Amount::new(top_up)),
     }
 }
 
@@ -661,6 +665,28 @@ async fn a_lost_payment_reply_is_recovered_after_a_restart() {
             &Outcome::Ok
         ]
     );
+}
+
+#[tokio::test]
+async fn a_private_payment_whose_reply_was_lost_is_sent_again_byte_for_byte() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(500)).await.unwrap();
+    net.vendor.lose_next_reply.store(true, Ordering::SeqCst);
+    let order = article(&net, Some(Variant::Private), 0);
+    let error = net.wallet.pay(&order).await.unwrap_err();
+    assert!(error.outcome_unknown(), "{error}");
+
+    let mut reopened = reopen(net.wallet);
+    let recovery = reopened.recover().await.unwrap();
+    assert!(recovery.unsettled.is_empty(), "{:?}", recovery.unsettled);
+    assert_eq!(recovery.settled[0].goods.as_deref(), Some(GOODS));
+
+    // The sealed request has a random nonce; the retry is still identical,
+    // because the wallet kept the bytes it sent.
+    let received = net.vendor.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0], received[1]);
+    assert_ne!(received[0].request, b"article-1", "the request was sealed");
 }
 
 #[tokio::test]

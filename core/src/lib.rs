@@ -15,7 +15,9 @@
 //! - [`exchange`]: the broker's exchange request and sealed customer secrets;
 //! - [`account`]: authentication of account calls to a broker;
 //! - [`spent`]: the spent-ID set, one bitmap per series;
-//! - [`amount`]: amounts in the smallest unit, with overflow checked.
+//! - [`amount`]: amounts in the smallest unit, with overflow checked;
+//! - [`web`]: paying for HTTP resources: the web request, header values
+//!   and the offer of a `402 Payment Required` reply.
 //!
 //! # What this crate does not do
 //!
@@ -37,6 +39,7 @@ pub mod scrip;
 pub mod secret;
 pub mod spent;
 pub mod suite;
+pub mod web;
 
 pub use amount::Amount;
 pub use error::{Error, ErrorClass};

@@ -26,6 +26,7 @@ type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 const VECTORS: &str = include_str!("../../docs/test-vectors/classic.json");
 const VENDOR_TOML: &str = include_str!("../../deploy/vendor.toml");
 const BROKER_TOML: &str = include_str!("../../deploy/broker.toml");
+const GATEWAY_TOML: &str = include_str!("../../deploy/vendor-gateway.toml");
 
 struct Seeds {
     dir: PathBuf,
@@ -256,6 +257,7 @@ fn config_seeds() -> Result<()> {
     let seeds = Seeds::new("config")?;
     seeds.write("vendor-toml", VENDOR_TOML.as_bytes())?;
     seeds.write("broker-toml", BROKER_TOML.as_bytes())?;
+    seeds.write("vendor-gateway-toml", GATEWAY_TOML.as_bytes())?;
     let sharded = "node = \"vendor-2\"\n\
                    series_range = [1001, 2000]\n\
                    durability = \"relaxed\"\n\
@@ -320,6 +322,48 @@ fn wallet_seeds() -> Result<()> {
     seeds.write("empty", br#"{ "version": 1 }"#)
 }
 
+fn payment_header_seeds() -> Result<()> {
+    let seeds = Seeds::new("payment_header")?;
+    for &suite in Suite::ALL {
+        let scrip = mint(suite, false, 100, b"")?;
+        let secret = secret_of(&scrip, false)?;
+        let stamp = request_stamp(&secret, &scrip, targets::WEB_REQUEST.as_bytes());
+        let secure = format!(
+            "millicent-scrip: {}\nmillicent-variant: secure\nmillicent-request-stamp: {}\n",
+            millicent_core::web::encode_scrip(&scrip),
+            millicent_core::web::encode_mac(&stamp)
+        );
+        seeds.write(&format!("{}-secure", suite.name()), secure.as_bytes())?;
+        let clear = format!(
+            "millicent-scrip: {}\nmillicent-variant: clear\n",
+            millicent_core::web::encode_scrip(&scrip)
+        );
+        seeds.write(&format!("{}-clear", suite.name()), clear.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn offer_seeds() -> Result<()> {
+    let seeds = Seeds::new("offer")?;
+    let offer = json!({
+        "millicent": 1,
+        "vendor": targets::VENDOR,
+        "price": "10",
+        "request": targets::WEB_REQUEST,
+        "variants": ["secure", "clear"],
+        "suites": ["modern", "classic"],
+        "brokers": [{ "name": targets::BROKER, "url": "http://127.0.0.1:7100" }],
+        "retry_window_secs": 600,
+        "refused": { "reason": "double_spend", "message": "scrip 5:1 has already been spent" },
+    });
+    seeds.write("refused", &serde_json::to_vec(&offer)?)?;
+    let mut plain = offer;
+    if let Some(fields) = plain.as_object_mut() {
+        fields.remove("refused");
+    }
+    seeds.write("plain", &serde_json::to_vec(&plain)?)
+}
+
 fn main() -> Result<()> {
     let vectors: Value = serde_json::from_str(VECTORS)?;
     scrip_seeds(&vectors)?;
@@ -329,5 +373,7 @@ fn main() -> Result<()> {
     sealed_seeds(&vectors)?;
     config_seeds()?;
     wallet_seeds()?;
+    payment_header_seeds()?;
+    offer_seeds()?;
     Ok(())
 }

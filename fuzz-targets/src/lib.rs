@@ -21,9 +21,6 @@
 //!
 //! # Not covered
 //!
-//! - Payment headers over HTTP: there are none yet. Their parser gets a
-//!   `payment_header` target here, an entry in [`TARGETS`] and a corpus
-//!   directory, in the change that adds them.
 //! - Replies the client receives from brokers and vendor nodes: the client
 //!   checks them inside its network calls, which take no bytes alone.
 //! - The services' own stores: they are written only by the service itself.
@@ -53,8 +50,12 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sealed", sealed),
     ("config", config),
     ("wallet", wallet),
-    // ("payment_header", payment_header): when payments travel in HTTP headers.
+    ("payment_header", payment_header),
+    ("offer", offer),
 ];
+
+/// The web request the payment header target pays for.
+pub const WEB_REQUEST: &str = "GET news.example/articles/1";
 
 /// The vendor of the fixed vendor key ring.
 pub const VENDOR: &str = "news.example";
@@ -405,4 +406,63 @@ pub fn wallet(data: &[u8]) {
         Ok(again) => assert_eq!(*again, *saved, "a saved wallet saves unchanged"),
         Err(error) => panic!("a saved wallet does not open: {error}"),
     }
+}
+
+/// The payment headers of a request to the vendor node's HTTP gateway, one
+/// `name: value` line each, as the gateway turns them into a payment for
+/// [`WEB_REQUEST`]. An accepted payment carries exactly that request and
+/// the scrip and stamp the headers hold, in their one encoding.
+pub fn payment_header(data: &[u8]) {
+    let mut headers = hyper::HeaderMap::new();
+    for line in data.split(|byte| *byte == b'\n') {
+        let Some(colon) = line.iter().position(|byte| *byte == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name),
+            hyper::header::HeaderValue::from_bytes(value.trim_ascii()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let Ok(vendor) = VendorName::new(VENDOR) else {
+        unreachable!("the fixed names are valid")
+    };
+    let Some(Ok(payment)) =
+        millicent_vendor::input::payment_headers(&headers, &vendor, WEB_REQUEST)
+    else {
+        return;
+    };
+    assert_eq!(payment.request, WEB_REQUEST.as_bytes());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(
+        header(millicent_core::web::SCRIP_HEADER),
+        Some(millicent_core::web::encode_scrip(&payment.scrip).as_str()),
+        "scrip in a header has one encoding"
+    );
+    let stamp = payment
+        .request_stamp
+        .as_ref()
+        .map(millicent_core::web::encode_mac);
+    assert_eq!(
+        header(millicent_core::web::REQUEST_STAMP_HEADER),
+        stamp.as_deref()
+    );
+    if let Ok(verified) = payment.verify(vendor_keys(), NOW) {
+        assert_eq!(verified.request(), WEB_REQUEST.as_bytes());
+    }
+}
+
+/// The offer of a `402 Payment Required` answer, as the wallet reads it.
+/// An offer that decodes encodes to an offer that decodes to the same.
+pub fn offer(data: &[u8]) {
+    let Ok(offer) = millicent_core::web::Offer::decode(data) else {
+        return;
+    };
+    assert!(offer.price > Amount::ZERO);
+    assert!(!offer.variants.is_empty());
+    let again = millicent_core::web::Offer::decode(&offer.encode());
+    assert_eq!(again.as_ref(), Ok(&offer), "an offer reads back as written");
 }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use crate::VendorError;
 use crate::cluster::{ClusterMap, Peer, SeriesRange};
+use crate::gateway::{GatewaySettings, GatewaySpec, WebPrices};
 
 /// Environment variable overriding [`VendorConfig::listen`].
 pub const ENV_LISTEN: &str = "MILLICENT_VENDOR_LISTEN";
@@ -90,6 +91,8 @@ pub struct VendorConfig {
     pub peers: Vec<PeerSpec>,
     /// The vendors this node takes payments for.
     pub vendors: Vec<VendorSpec>,
+    /// An HTTP 402 gateway selling web resources for one of the vendors.
+    pub gateway: Option<GatewaySpec>,
 }
 
 /// How a node makes spends durable.
@@ -205,6 +208,7 @@ impl Default for VendorConfig {
                     item("archive", 100, "The whole archive"),
                 ],
             }],
+            gateway: None,
         }
     }
 }
@@ -230,6 +234,7 @@ impl std::fmt::Debug for VendorConfig {
             .field("series_range", &self.series_range)
             .field("peers", &self.peers)
             .field("vendors", &self.vendors)
+            .field("gateway", &self.gateway)
             .finish()
     }
 }
@@ -313,7 +318,12 @@ impl VendorConfig {
             }
             catalogues.push(catalogue);
         }
+        let gateway = match &self.gateway {
+            Some(spec) => Some(spec.validate(&mut catalogues)?),
+            None => None,
+        };
         Ok(Settings {
+            gateway,
             catalogues,
             cluster: self.cluster_map()?,
             durability: self.durability_setting()?,
@@ -371,6 +381,7 @@ pub(crate) struct Settings {
     pub(crate) catalogues: Vec<Catalogue>,
     pub(crate) cluster: ClusterMap,
     pub(crate) durability: Durability,
+    pub(crate) gateway: Option<GatewaySettings>,
 }
 
 /// A vendor's validated configuration: what it sells and how it is paid.
@@ -385,6 +396,9 @@ pub(crate) struct Catalogue {
     /// The highest price the clear variant pays for, if limited.
     pub(crate) clear_max_price: Option<Amount>,
     pub(crate) items: Vec<Item>,
+    /// The prices of web requests, when the node's HTTP gateway sells for
+    /// this vendor.
+    pub(crate) web: Option<WebPrices>,
 }
 
 impl Catalogue {
@@ -505,6 +519,7 @@ impl VendorSpec {
             variants,
             clear_max_price: self.clear_max_price.map(Amount::new),
             items,
+            web: None,
         };
         if let Some(item) = catalogue
             .items
@@ -663,6 +678,17 @@ mod tests {
             settings.catalogues[0].clear_max_price,
             Some(Amount::new(10))
         );
+    }
+
+    #[test]
+    fn the_example_gateway_file_is_valid() {
+        let text = include_str!("../../deploy/vendor-gateway.toml");
+        let settings = VendorConfig::from_toml(text).unwrap().validate().unwrap();
+        let gateway = settings.gateway.unwrap();
+        assert_eq!(gateway.listen.port(), 8402);
+        let web = settings.catalogues[0].web.as_ref().unwrap();
+        let item = web.item_for(b"GET 127.0.0.1:8402/articles/1.html").unwrap();
+        assert_eq!(item.price, Amount::new(10));
     }
 
     #[test]

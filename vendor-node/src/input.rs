@@ -9,7 +9,7 @@
 use millicent_core::{Error, Payment, VendorName};
 use millicent_proto as wire;
 
-use crate::convert;
+use crate::{VendorError, convert, gateway};
 
 /// A `PayRequest` as `Pay` and `PayStream` turn it into a payment, before
 /// the vendor's keys, prices or spent IDs are consulted.
@@ -22,4 +22,17 @@ pub fn pay_request(request: wire::PayRequest) -> Result<Payment, Error> {
 /// asked for.
 pub fn licence_request(request: wire::GrantLicenceRequest) -> Result<VendorName, Error> {
     convert::licence_request(request).map(|wanted| wanted.vendor)
+}
+
+/// The payment headers of an HTTP request to the gateway, as the gateway
+/// turns them into a payment of `vendor`'s scrip for the web request
+/// `request`, before keys, prices or spent IDs are consulted; `None` when
+/// the request carries no payment header.
+pub fn payment_headers(
+    headers: &hyper::HeaderMap,
+    vendor: &VendorName,
+    request: &str,
+) -> Option<Result<Payment, VendorError>> {
+    let request = gateway::payment_request(headers, vendor, request)?;
+    Some(request.and_then(|request| Ok(convert::payment(request)?)))
 }

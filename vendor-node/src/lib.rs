@@ -38,6 +38,8 @@
 //!   across nodes.
 //! - `keys`: master secrets, series and licences in the ledger table `keys`.
 //! - `change`: dense, durably reserved ID#s for change.
+//! - `gateway`: the HTTP 402 gateway, which sells web resources on the
+//!   path of `pay`.
 //! - `maintenance`: pruning of reply records, forgetting of expired series,
 //!   replacement of the change series.
 //!
@@ -57,6 +59,7 @@ mod cluster;
 mod config;
 mod convert;
 mod error;
+mod gateway;
 pub mod input;
 mod keys;
 mod maintenance;
@@ -74,5 +77,6 @@ pub use config::{
     MIN_SERIES_LIFETIME_SECS, PeerSpec, VendorConfig, VendorSpec,
 };
 pub use error::{OWNER_NODE_KEY, OWNER_URL_KEY, REASON_KEY, VendorError};
+pub use gateway::{GatewaySpec, MIN_HEADER_BYTES, OfferBrokerSpec, PriceSpec};
 pub use server::{MAX_MESSAGE_BYTES, RunningVendor};
 pub use stream::MAX_BATCH;

@@ -51,6 +51,7 @@ impl Node {
             catalogues,
             cluster,
             durability: _,
+            gateway: _,
         } = settings;
         let spends = SpendStore::open(ledger, SPENDS_TABLE, config.retry_window_secs)?;
         let store = KeyStore::open(ledger, &config.node, cluster.own())?;

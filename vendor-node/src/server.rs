@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::gateway::RunningGateway;
 use crate::node::{Node, unix_now};
 use crate::service::GrpcVendor;
 use crate::{VendorConfig, VendorError, maintenance};
@@ -38,6 +39,7 @@ pub struct RunningVendor {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_maintenance: oneshot::Sender<()>,
     maintenance: JoinHandle<()>,
+    gateway: Option<RunningGateway>,
 }
 
 impl RunningVendor {
@@ -59,6 +61,7 @@ impl RunningVendor {
         })?;
 
         let durability = settings.durability;
+        let gateway_settings = settings.gateway.clone();
         let ledger = Ledger::open(&config.data_dir, durability)?;
         if let Durability::Relaxed { interval } = durability {
             tracing::warn!(
@@ -107,6 +110,23 @@ impl RunningVendor {
 
         let (stop_maintenance, maintenance_stopped) = oneshot::channel();
         let maintenance = tokio::spawn(maintenance::run(node.clone(), maintenance_stopped));
+        let gateway = match gateway_settings {
+            Some(settings) => match RunningGateway::start(settings, node.clone()).await {
+                Ok(gateway) => Some(gateway),
+                Err(error) => {
+                    let _ = stop_serving.send(());
+                    let _ = stop_maintenance.send(());
+                    let _ = server.await;
+                    let _ = maintenance.await;
+                    drop(node);
+                    if let Err(close) = ledger.close().await {
+                        tracing::warn!(error = %close, "closing the store after a failed start");
+                    }
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
 
         let vendors: Vec<&str> = node
             .vendors()
@@ -136,6 +156,7 @@ impl RunningVendor {
             server,
             stop_maintenance,
             maintenance,
+            gateway,
         })
     }
 
@@ -143,6 +164,11 @@ impl RunningVendor {
     /// configuration asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the HTTP 402 gateway listens on, if one is configured.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().map(RunningGateway::addr)
     }
 
     /// Stops accepting connections, lets requests in flight finish, stops
@@ -158,9 +184,13 @@ impl RunningVendor {
             server,
             stop_maintenance,
             maintenance,
+            gateway,
         } = self;
 
         tracing::info!(listen = %addr, "stopping: no new connections, draining requests in flight");
+        if let Some(gateway) = gateway {
+            gateway.shutdown().await;
+        }
         let _ = stop_serving.send(());
         match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
             Ok(Ok(Ok(()))) => {}

@@ -217,11 +217,13 @@ impl Vendor {
         self.catalogue.variants.contains(&variant)
     }
 
-    /// The item named by a plaintext request.
+    /// The item named by a plaintext request: an item of the price list,
+    /// or a web request priced by the node's HTTP gateway.
     pub(crate) fn item(&self, request: &[u8]) -> Result<&Item, VendorError> {
         self.items
             .get(request)
             .and_then(|index| self.catalogue.items.get(*index))
+            .or_else(|| self.catalogue.web.as_ref()?.item_for(request))
             .ok_or_else(|| VendorError::UnknownItem {
                 vendor: self.name().clone(),
             })

@@ -20,9 +20,21 @@
 //!   "pending_buys": [{ "broker": "broker.example", "amount": 500,
 //!                      "timestamp_ms": 1800000000000, "nonce": "<hex>" }],
 //!   "history": [{ "time_ms": 1800000000000, "kind": "pay", "vendor": "news.example",
-//!                 "item": "article-1", "price": 30, "change": 70, "outcome": "ok" }]
+//!                 "item": "article-1", "price": 30, "change": 70, "outcome": "ok" }],
+//!   "settings": { "top_up": 100, "max_price": 100, "daily_limit": 1000,
+//!                 "vendor_daily_limit": null, "vendor_limits": {} }
 //! }
 //! ```
+//!
+//! A payment in flight also records its price and, in the private variant,
+//! the sealed request sent (`"price": 30, "sealed_request": "<hex>"`). A web
+//! payment in flight is
+//! `{ "kind": "web", "url": "http://…/articles/1", "method": "GET",
+//! "request": "GET news.example/articles/1", "variant": "secure",
+//! "price": 10 }`, and its history entry has the answer's `status`.
+//!
+//! A file protected by a passphrase is an envelope of format version 2
+//! around this one (see `seal`).
 //!
 //! Scrip is stored as body followed by certificate (`Scrip::encode`).
 
@@ -33,7 +45,7 @@ use millicent_core::{Amount, CustomerSecret, Scrip, Suite, Variant, VendorName};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{BrokerAccount, HeldScrip, HistoryEntry, InFlight, PendingBuy};
+use super::{BrokerAccount, HeldScrip, HistoryEntry, InFlight, PendingBuy, Settings};
 use crate::ClientError;
 use crate::protocol::{AccountCallId, AccountKey};
 
@@ -48,6 +60,7 @@ pub(super) struct Contents {
     pub(super) vendor_scrip: Vec<HeldScrip>,
     pub(super) pending_buys: Vec<PendingBuy>,
     pub(super) history: Vec<HistoryEntry>,
+    pub(super) settings: Settings,
 }
 
 impl Contents {
@@ -59,6 +72,7 @@ impl Contents {
             vendor_scrip: &self.vendor_scrip,
             pending_buys: &self.pending_buys,
             history: &self.history,
+            settings: &self.settings,
         }
     }
 }
@@ -70,6 +84,7 @@ pub(super) struct Parts<'a> {
     pub(super) vendor_scrip: &'a [HeldScrip],
     pub(super) pending_buys: &'a [PendingBuy],
     pub(super) history: &'a [HistoryEntry],
+    pub(super) settings: &'a Settings,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,6 +100,8 @@ struct WalletRecord {
     pending_buys: Vec<PendingBuyRecord>,
     #[serde(default)]
     history: Vec<HistoryEntry>,
+    #[serde(default)]
+    settings: Settings,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -125,6 +142,17 @@ enum InFlightRecord {
         variant: String,
         item: String,
         vendor_url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed_request: Option<String>,
+    },
+    Web {
+        url: String,
+        method: String,
+        request: String,
+        variant: String,
+        price: u64,
     },
     Exchange {
         vendor: String,
@@ -180,6 +208,7 @@ pub(super) fn encode(path: &Path, wallet: Parts<'_>) -> Result<Zeroizing<Vec<u8>
             })
             .collect(),
         history: wallet.history.to_vec(),
+        settings: wallet.settings.clone(),
     };
     let mut buffer = SecretBuffer::default();
     serde_json::to_writer_pretty(&mut buffer, &record).map_err(|error| ClientError::Wallet {
@@ -238,10 +267,27 @@ fn in_flight_record(in_flight: &InFlight) -> InFlightRecord {
             variant,
             item,
             vendor_url,
+            price,
+            sealed_request,
         } => InFlightRecord::Pay {
             variant: variant.name().to_owned(),
             item: item.clone(),
             vendor_url: vendor_url.clone(),
+            price: price.map(Amount::units),
+            sealed_request: sealed_request.as_deref().map(hex::encode),
+        },
+        InFlight::Web {
+            url,
+            method,
+            request,
+            variant,
+            price,
+        } => InFlightRecord::Web {
+            url: url.clone(),
+            method: method.clone(),
+            request: request.clone(),
+            variant: variant.name().to_owned(),
+            price: price.units(),
         },
         InFlight::Exchange {
             vendor,
@@ -262,6 +308,13 @@ struct VersionRecord {
     version: u64,
 }
 
+/// Whether `contents` is a protected wallet file (format version 2), to
+/// be opened with its passphrase first.
+pub(super) fn is_sealed(contents: &[u8]) -> bool {
+    serde_json::from_slice::<VersionRecord>(contents)
+        .is_ok_and(|record| record.version == u64::from(super::seal::SEALED_VERSION))
+}
+
 /// What the wallet file at `path`, holding `contents`, holds.
 pub(super) fn decode(path: &Path, contents: &[u8]) -> Result<Contents, ClientError> {
     let path = path.to_owned();
@@ -271,11 +324,13 @@ pub(super) fn decode(path: &Path, contents: &[u8]) -> Result<Contents, ClientErr
             detail: format!("not a wallet file ({error})"),
         })?
         .version;
-    if version > u64::from(FORMAT_VERSION) {
+    // Version 2 is a protected file, opened before it gets here.
+    let newest = super::seal::SEALED_VERSION;
+    if version > u64::from(newest) {
         return Err(ClientError::WalletTooNew {
             path,
             version,
-            supported: FORMAT_VERSION,
+            supported: newest,
         });
     }
     decode_record(contents).map_err(|detail| ClientError::WalletCorrupt { path, detail })
@@ -346,6 +401,7 @@ fn decode_record(contents: &[u8]) -> Checked<Contents> {
         });
     }
     wallet.history = record.history;
+    wallet.settings = record.settings;
     Ok(wallet)
 }
 
@@ -377,12 +433,40 @@ fn in_flight(record: &InFlightRecord) -> Checked<InFlight> {
             variant,
             item,
             vendor_url,
+            price,
+            sealed_request,
         } => InFlight::Pay {
-            variant: Variant::from_name(variant)
-                .ok_or_else(|| format!("unknown payment variant {variant:?}"))?,
+            variant: variant_named(variant)?,
             item: item.clone(),
             vendor_url: vendor_url.clone(),
+            price: price.map(Amount::new),
+            sealed_request: sealed_request
+                .as_deref()
+                .map(|text| hex::decode(text).map_err(|_| "a sealed request is not hex".to_owned()))
+                .transpose()?,
         },
+        InFlightRecord::Web {
+            url,
+            method,
+            request,
+            variant,
+            price,
+        } => {
+            if !matches!(method.as_str(), "GET" | "HEAD")
+                || millicent_core::web::parse_web_request(request.as_bytes()).is_none()
+            {
+                return Err(format!(
+                    "a web payment in flight is not one: {method} {request}"
+                ));
+            }
+            InFlight::Web {
+                url: url.clone(),
+                method: method.clone(),
+                request: request.clone(),
+                variant: variant_named(variant)?,
+                price: Amount::new(*price),
+            }
+        }
         InFlightRecord::Exchange {
             vendor,
             value,
@@ -393,6 +477,10 @@ fn in_flight(record: &InFlightRecord) -> Checked<InFlight> {
             vendor_url: vendor_url.clone(),
         },
     })
+}
+
+fn variant_named(name: &str) -> Checked<Variant> {
+    Variant::from_name(name).ok_or_else(|| format!("unknown payment variant {name:?}"))
 }
 
 fn vendor_name(name: &str) -> Checked<VendorName> {
@@ -425,5 +513,26 @@ pub(super) mod optional_amount {
         deserializer: D,
     ) -> Result<Option<Amount>, D::Error> {
         Ok(Option::<u64>::deserialize(deserializer)?.map(Amount::new))
+    }
+}
+
+/// Serde helpers for an [`Amount`], stored as its units.
+pub(super) mod amount {
+    use millicent_core::Amount;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the units.
+    pub(crate) fn serialize<S: Serializer>(
+        amount: &Amount,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        amount.units().serialize(serializer)
+    }
+
+    /// Reads the units.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Amount, D::Error> {
+        Ok(Amount::new(u64::deserialize(deserializer)?))
     }
 }

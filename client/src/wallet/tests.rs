@@ -79,8 +79,24 @@ fn full_wallet() -> (TempDir, Wallet) {
         variant: Variant::Private,
         item: "article-1".into(),
         vendor_url: "http://127.0.0.1:7200".into(),
+        price: Some(Amount::new(30)),
+        sealed_request: Some(vec![1, 2, 3]),
     });
     wallet.vendor_scrip.push(paying);
+    let mut fetching = scrip("news.example", 50, 4, NOW_S + 60);
+    fetching.in_flight = Some(InFlight::Web {
+        url: "http://127.0.0.1:8402/articles/1".into(),
+        method: "GET".into(),
+        request: "GET 127.0.0.1:8402/articles/1".into(),
+        variant: Variant::Secure,
+        price: Amount::new(10),
+    });
+    wallet.vendor_scrip.push(fetching);
+    wallet.settings.max_price = None;
+    wallet
+        .settings
+        .vendor_limits
+        .insert("news.example".into(), 70);
     wallet.pending_buys.push(PendingBuy {
         broker: name("broker.example"),
         amount: Amount::new(250),
@@ -98,6 +114,7 @@ fn full_wallet() -> (TempDir, Wallet) {
         url: Some("http://127.0.0.1:7200".into()),
         price: Some(Amount::new(30)),
         change: Some(Amount::new(70)),
+        status: Some(200),
         outcome: Outcome::Refused {
             reason: "double_spend".into(),
         },
@@ -290,7 +307,7 @@ fn a_wallet_of_a_newer_format_says_so() {
     drop(wallet);
     let text = fs::read_to_string(&path).unwrap();
     let newer = text
-        .replace("\"version\": 1", "\"version\": 2")
+        .replace("\"version\": 1", "\"version\": 3")
         .replace("\"brokers\"", "\"accounts\"");
     fs::write(&path, newer).unwrap();
     let error = Wallet::open(&path).unwrap_err();
@@ -298,8 +315,8 @@ fn a_wallet_of_a_newer_format_says_so() {
         matches!(
             error,
             ClientError::WalletTooNew {
-                version: 2,
-                supported: 1,
+                version: 3,
+                supported: 2,
                 ..
             }
         ),
@@ -354,6 +371,8 @@ fn the_smallest_sufficient_spendable_vendor_scrip_is_picked() {
         variant: Variant::Secure,
         item: "a".into(),
         vendor_url: "http://v".into(),
+        price: None,
+        sealed_request: None,
     });
     wallet.vendor_scrip.extend([
         in_flight,
@@ -391,6 +410,8 @@ fn only_a_double_spend_or_the_wallets_own_clock_drops_refused_scrip() {
             variant: Variant::Secure,
             item: "a".into(),
             vendor_url: "http://other-node".into(),
+            price: None,
+            sealed_request: None,
         });
         wallet.vendor_scrip.push(held);
     }
@@ -489,7 +510,7 @@ fn order(item: &str, vendor: Option<&str>, variant: Option<Variant>) -> PayOrder
         vendor: vendor.map(name),
         item: item.into(),
         variant,
-        top_up: Amount::ZERO,
+        top_up: Some(Amount::ZERO),
     }
 }
 
@@ -556,6 +577,7 @@ fn history_entries_have_a_stable_json_form() {
         url: None,
         price: Some(Amount::new(12)),
         change: None,
+        status: None,
         outcome: Outcome::Refused {
             reason: "insufficient_value".into(),
         },
