@@ -129,9 +129,10 @@ fn parse_variant(name: &str) -> Result<Variant, String> {
 }
 
 // Payments make many small, short-lived buffers (gRPC frames, sled nodes,
-// scrip); mimalloc serves them at a fraction of glibc malloc's cost.
+// scrip), freed on other threads than they were made on; jemalloc serves
+// them at a fraction of glibc malloc's cost.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

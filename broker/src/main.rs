@@ -58,9 +58,10 @@ struct Cli {
 }
 
 // Payments make many small, short-lived buffers (gRPC frames, sled nodes,
-// scrip); mimalloc serves them at a fraction of glibc malloc's cost.
+// scrip), freed on other threads than they were made on; jemalloc serves
+// them at a fraction of glibc malloc's cost.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
