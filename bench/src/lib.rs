@@ -4,7 +4,8 @@
 //! - [`network`] starts a broker and a vendor node in this process;
 //! - [`load`] funds simulated customers and runs payments against any network;
 //! - [`report`] summarises a run as a table and as JSON;
-//! - [`restart`] times the restart of a vendor node holding many spent IDs.
+//! - [`restart`] times the restart of a vendor node holding many spent IDs;
+//! - [`transport`] measures the gRPC ceiling of unary calls on this machine.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -13,3 +14,4 @@ pub mod load;
 pub mod network;
 pub mod report;
 pub mod restart;
+pub mod transport;

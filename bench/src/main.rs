@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use millicent_bench::{load, network, report, restart};
+use millicent_bench::{load, network, report, restart, transport};
 use millicent_core::{Amount, Suite, Variant};
 
 /// Load generator and demo for the Millicent micropayment network.
@@ -40,6 +40,34 @@ enum Command {
     /// Measure how long a vendor node holding many spent IDs takes to serve
     /// again after a restart, and the memory its spent-ID bitmaps use.
     Restart(RestartArgs),
+
+    /// Measure the gRPC ceiling of unary calls here: a local vendor node
+    /// (or a running one) answering `GetPrices`, which does no work, from
+    /// callers that call it as the demo's customers call `Pay`.
+    Transport(TransportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TransportArgs {
+    /// Seconds of calling.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    customers: u32,
+
+    /// gRPC connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+
+    /// Vendor node URL of a running network (default: start one here).
+    #[arg(long)]
+    vendor: Option<String>,
+
+    /// Write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +184,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Restart(args) => runtime.block_on(restart(args)),
+        Command::Transport(args) => runtime.block_on(transport(args)),
     };
     match result {
         Ok(code) => code,
@@ -262,6 +291,35 @@ async fn restart(args: RestartArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  restart to serving       {:.3} s",
         figures.restart_to_serving_secs
+    );
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn transport(args: TransportArgs) -> anyhow::Result<ExitCode> {
+    let local = match &args.vendor {
+        Some(_) => None,
+        None => Some(network::LocalNetwork::start(None, Suite::DEFAULT).await?),
+    };
+    let vendor = args
+        .vendor
+        .clone()
+        .or(local.as_ref().map(|network| network.vendor_url()))
+        .context("no vendor")?;
+    let duration = Duration::from_secs(args.duration);
+    let figures = transport::run(&vendor, args.customers as usize, args.channels, duration).await;
+    if let Some(network) = local {
+        network.shutdown().await?;
+    }
+    let figures = figures?;
+    println!("  GetPrices calls          {}", figures.calls);
+    println!("  calls per second         {:.0}", figures.calls_per_second);
+    println!(
+        "  latency p50/p99          {:.2} / {:.2} ms",
+        figures.p50_ms, figures.p99_ms
     );
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
