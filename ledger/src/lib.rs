@@ -27,10 +27,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use commit::Durability;
+pub use commit::{CommitMetrics, Durability};
 pub use data_dir::{DATA_DIR_MODE, DataDirError, prepare_data_dir};
 pub use spends::{SpendError, SpendOutcome, SpendStore};
-pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable};
+pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable, Writes};
 
 /// Errors of the durable store. Messages name the operation and the store's
 /// own description of the failure, never a key or value.
@@ -69,12 +69,22 @@ impl Ledger {
     /// Opens (or creates) the store in directory `path` and starts its
     /// committer on the current tokio runtime.
     pub fn open(path: &Path, durability: Durability) -> Result<Ledger, LedgerError> {
+        Ledger::open_with_metrics(path, durability, CommitMetrics::default())
+    }
+
+    /// As [`Ledger::open`], with the committer's metrics under the names
+    /// and labels of `metrics`, for processes that run several stores.
+    pub fn open_with_metrics(
+        path: &Path,
+        durability: Durability,
+        metrics: CommitMetrics,
+    ) -> Result<Ledger, LedgerError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
             .open()
             .map_err(|error| LedgerError::storage("open", error))?;
-        let committer = Arc::new(commit::Committer::start(db.clone(), durability));
+        let committer = Arc::new(commit::Committer::start(db.clone(), durability, metrics));
         Ok(Ledger { db, committer })
     }
 
@@ -94,6 +104,11 @@ impl Ledger {
             .into_iter()
             .filter_map(|name| String::from_utf8(name.to_vec()).ok())
             .collect()
+    }
+
+    /// Applies `writes`, to any tables of this ledger, atomically.
+    pub fn apply(&self, writes: Writes) -> Result<(), LedgerError> {
+        writes.apply()
     }
 
     /// Removes table `name` and everything in it; returns whether it existed.

@@ -59,7 +59,7 @@ use dashmap::DashMap;
 use millicent_core::spent::{CHUNK_BITS, word_index};
 use millicent_core::{ScripId, SpentSet, VendorName};
 
-use crate::{Batch, Ledger, LedgerError, Table};
+use crate::{Batch, Ledger, LedgerError, Table, Writes};
 
 const LOCK_STRIPES: usize = 1024;
 /// How long a segment is the active one. A restart replays at most about
@@ -238,6 +238,37 @@ impl SpendStore {
         now_secs: u64,
         make_reply: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<SpendOutcome, SpendError<E>> {
+        self.spend_inner(issuer, id, fingerprint, now_secs, || {
+            make_reply().map(|reply| (reply, None))
+        })
+    }
+
+    /// As [`SpendStore::spend`], where making the reply also yields writes
+    /// to other tables of the same ledger (a journal entry, a balance) that
+    /// must happen exactly when the spend does: they are applied in one
+    /// atomic write with the spend record, so after a crash either the
+    /// spend and all of them are there, or none is.
+    pub fn spend_with<E>(
+        &self,
+        issuer: &VendorName,
+        id: ScripId,
+        fingerprint: &[u8],
+        now_secs: u64,
+        make_reply: impl FnOnce() -> Result<(Vec<u8>, Writes), E>,
+    ) -> Result<SpendOutcome, SpendError<E>> {
+        self.spend_inner(issuer, id, fingerprint, now_secs, || {
+            make_reply().map(|(reply, writes)| (reply, Some(writes)))
+        })
+    }
+
+    fn spend_inner<E>(
+        &self,
+        issuer: &VendorName,
+        id: ScripId,
+        fingerprint: &[u8],
+        now_secs: u64,
+        make_reply: impl FnOnce() -> Result<(Vec<u8>, Option<Writes>), E>,
+    ) -> Result<SpendOutcome, SpendError<E>> {
         let set = self.set(issuer);
         let guard = self.lock(issuer, id);
 
@@ -249,7 +280,7 @@ impl SpendStore {
             };
         }
 
-        let reply = make_reply().map_err(SpendError::Reply)?;
+        let (reply, mut with) = make_reply().map_err(SpendError::Reply)?;
         let mut record = Vec::with_capacity(2 + fingerprint.len() + reply.len());
         record.extend_from_slice(&(fingerprint.len() as u16).to_be_bytes());
         record.extend_from_slice(fingerprint);
@@ -266,10 +297,14 @@ impl SpendStore {
                 };
                 if now_secs < active.started_at.saturating_add(SEGMENT_SECS) {
                     // The record first: whoever sees the bit can find the record.
-                    active
-                        .table
-                        .insert(record_key(issuer, id), record)
-                        .map_err(SpendError::Storage)?;
+                    let written = match with.take() {
+                        None => active.table.insert(record_key(issuer, id), record),
+                        Some(mut writes) => {
+                            writes.insert(&active.table, record_key(issuer, id), record);
+                            self.ledger.apply(writes)
+                        }
+                    };
+                    written.map_err(SpendError::Storage)?;
                     set.insert(id);
                     mark_dirty(&self.dirty, active.number, issuer, id);
                     break;
@@ -294,6 +329,30 @@ impl SpendStore {
     /// Whether `id` of `issuer` is spent.
     pub fn is_spent(&self, issuer: &VendorName, id: ScripId) -> bool {
         self.sets.get(issuer).is_some_and(|set| set.contains(id))
+    }
+
+    /// Up to `max_words` words of the spent-ID bitmap of `series` of
+    /// `issuer`, from word `first_word` on (bit `i` of word `w` is sequence
+    /// number `64 × w + i`); trailing zero words are left out. This reads
+    /// the bits in memory, which include spends not yet committed: commit
+    /// the ledger before telling anyone what they say.
+    pub fn spent_words(
+        &self,
+        issuer: &VendorName,
+        series: u32,
+        first_word: u32,
+        max_words: usize,
+    ) -> Vec<u64> {
+        self.sets.get(issuer).map_or_else(Vec::new, |set| {
+            set.series_words(series, first_word, max_words)
+        })
+    }
+
+    /// The series of `issuer` with at least one spent ID.
+    pub fn spent_series(&self, issuer: &VendorName) -> Vec<u32> {
+        self.sets
+            .get(issuer)
+            .map_or_else(Vec::new, |set| set.series())
     }
 
     /// Forgets every spent ID of `series` of `issuer`, in memory and in the
@@ -641,6 +700,49 @@ mod tests {
         assert!(matches!(other, Err(SpendError::DoubleSpend)));
         let late = store.spend(&vendor(), id, b"stamp-a", NOW + 700, reply(b"other"));
         assert!(matches!(late, Err(SpendError::DoubleSpend)));
+    }
+
+    #[tokio::test]
+    async fn a_spend_with_writes_lands_with_its_record_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_key = b"entry".to_vec();
+        {
+            let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+            let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+            let journal = ledger.table("journal").unwrap();
+            let with_entry = |reply: &'static [u8]| {
+                let journal = journal.clone();
+                let key = journal_key.clone();
+                move || {
+                    let mut writes = Writes::new();
+                    writes.insert(&journal, key, reply);
+                    Ok::<_, ()>((reply.to_vec(), writes))
+                }
+            };
+            let id = ScripId::new(1, 3);
+            let first = store.spend_with(&vendor(), id, b"f", NOW, with_entry(b"r1"));
+            assert_eq!(first.unwrap(), SpendOutcome::Fresh(b"r1".to_vec()));
+            assert_eq!(journal.get(&journal_key).unwrap(), Some(b"r1".to_vec()));
+            // A retry makes no reply, so it writes nothing either.
+            let again = store.spend_with(&vendor(), id, b"f", NOW, with_entry(b"r2"));
+            assert_eq!(again.unwrap(), SpendOutcome::Retry(b"r1".to_vec()));
+            assert_eq!(journal.get(&journal_key).unwrap(), Some(b"r1".to_vec()));
+            let refused = store.spend_with(&vendor(), ScripId::new(1, 4), b"f", NOW, || {
+                Err::<(Vec<u8>, Writes), _>("no")
+            });
+            assert!(matches!(refused, Err(SpendError::Reply("no"))));
+            assert!(!store.is_spent(&vendor(), ScripId::new(1, 4)));
+            assert_eq!(store.spent_words(&vendor(), 1, 0, 4), [1 << 3]);
+            assert_eq!(store.spent_series(&vendor()), [1]);
+            ledger.commit().await.unwrap();
+            drop((store, journal));
+            ledger.close().await.unwrap();
+        }
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+        assert!(store.is_spent(&vendor(), ScripId::new(1, 3)));
+        let journal = ledger.table("journal").unwrap();
+        assert_eq!(journal.get(&journal_key).unwrap(), Some(b"r1".to_vec()));
     }
 
     #[tokio::test]
