@@ -24,6 +24,12 @@ impl LocalNetwork {
     /// Starts the vendor node, then the broker. Storage goes under
     /// `data_dir`, or a temporary directory removed when the network is.
     pub async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<LocalNetwork> {
+        LocalNetwork::start_with(data_dir, 1).await
+    }
+
+    /// As [`LocalNetwork::start`], with a broker keeping `shards` shards
+    /// (numbered from 0) in its one process.
+    pub async fn start_with(data_dir: Option<PathBuf>, shards: u8) -> anyhow::Result<LocalNetwork> {
         let (data_dir, temporary) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -57,12 +63,14 @@ impl LocalNetwork {
             listen: loopback,
             data_dir: data_dir.join("broker"),
             operator_token: Some(operator_token.clone()),
+            shards: (0..shards.max(1)).collect(),
             vendors: vendor_names
                 .into_iter()
                 .map(|name| millicent_broker::VendorConfig {
                     name,
                     node: format!("http://{}", vendor.addr()),
                     licence_token: Some(licence_token.clone()),
+                    ..millicent_broker::VendorConfig::default()
                 })
                 .collect(),
             ..BrokerConfig::default()

@@ -38,6 +38,7 @@ async fn start(dir: &Path) -> Network {
             name: "news.example".to_owned(),
             node: format!("http://{}", vendor.addr()),
             licence_token: Some(LICENCE_TOKEN.to_owned()),
+            ..millicent_broker::VendorConfig::default()
         }],
         ..BrokerConfig::default()
     })

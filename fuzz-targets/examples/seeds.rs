@@ -223,6 +223,7 @@ fn broker_call_seeds() -> Result<()> {
             master_scrip_secret: vec![0x10; 32],
             customer_selector: u32::from(targets::selector_of(suite)),
             master_customer_secret: vec![0x40; 32],
+            id_limit: 0,
         };
         seeds.write(
             &format!("{name}-licence"),

@@ -38,6 +38,10 @@
 //!   across nodes.
 //! - `keys`: master secrets, series and licences in the ledger table `keys`.
 //! - `change`: dense, durably reserved ID#s for change.
+//! - `blocks`: blocks of ready-made scrip sold to brokers (the scrip
+//!   warehouse).
+//! - `redemptions`: reports to brokers of which of their scrip was spent,
+//!   read from the spent-ID bitmaps, for settlement.
 //! - `maintenance`: pruning of reply records, forgetting of expired series,
 //!   replacement of the change series.
 //!
@@ -52,6 +56,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod blocks;
 mod change;
 mod cluster;
 mod config;
@@ -62,6 +67,7 @@ mod keys;
 mod maintenance;
 mod node;
 mod pay;
+mod redemptions;
 mod server;
 mod service;
 mod stream;
