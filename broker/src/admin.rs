@@ -45,12 +45,16 @@ pub struct PayoutOrder {
     pub reference: String,
 }
 
-/// The statements of every shard of the broker.
-pub async fn statement(operator: &Operator) -> anyhow::Result<Vec<proto::ShardSettlement>> {
+/// The statements of every shard of the broker; with `refresh`, each
+/// node first asks the vendor nodes for redemption reports.
+pub async fn statement(
+    operator: &Operator,
+    refresh: bool,
+) -> anyhow::Result<Vec<proto::ShardSettlement>> {
     let mut shards = Vec::new();
     for owner in cluster(operator).await? {
         let mut client = connect(&owner.url).await?;
-        let request = authorized(proto::GetSettlementRequest {}, &operator.token)?;
+        let request = authorized(proto::GetSettlementRequest { refresh }, &operator.token)?;
         let settlement = client
             .get_settlement(request)
             .await

@@ -235,52 +235,64 @@ pub(crate) async fn exchange(
     let mut unsold: Option<Piece> = None;
     let outcome = {
         let _writing = shard.books.writing();
-        shard
-            .spends
-            .spend_with(broker, paid.id(), request_stamp.as_bytes(), now, || {
-                let supply = supply.ok_or_else(|| BrokerError::VendorUnavailable {
-                    vendor: wanted.vendor.to_string(),
-                    detail: "nothing to sell is at hand; try again".to_owned(),
-                })?;
-                let mut writes = Writes::new();
-                let issued = supply.issue(shard, &mut writes, &wanted.vendor, wanted.value, now)?;
-                unsold = issued.piece.clone();
-                let sealed =
-                    seal_customer_secret(paid.suite(), broker_secret, &seal_nonce, &issued.secret)?;
-                let goods = exchange_goods(&issued.scrip, &sealed);
-                let slot = change_slot(shard, change_value, paid.body().expires_at, now)?;
-                // Taken after the change's ID#, which may have started a series.
-                let ring = shard.keys.ring();
-                // The secure variant seals nothing, so the goods nonce is unused.
-                let reply = verified.reply(&ring, price, slot, &goods, &[])?;
+        let outcome =
+            shard
+                .spends
+                .spend_with(broker, paid.id(), request_stamp.as_bytes(), now, || {
+                    let supply = supply.ok_or_else(|| BrokerError::VendorUnavailable {
+                        vendor: wanted.vendor.to_string(),
+                        detail: "nothing to sell is at hand; try again".to_owned(),
+                    })?;
+                    let mut writes = Writes::new();
+                    let issued =
+                        supply.issue(shard, &mut writes, &wanted.vendor, wanted.value, now)?;
+                    unsold = issued.piece.clone();
+                    let sealed = seal_customer_secret(
+                        paid.suite(),
+                        broker_secret,
+                        &seal_nonce,
+                        &issued.secret,
+                    )?;
+                    let goods = exchange_goods(&issued.scrip, &sealed);
+                    let slot = change_slot(shard, change_value, paid.body().expires_at, now)?;
+                    // Taken after the change's ID#, which may have started a series.
+                    let ring = shard.keys.ring();
+                    // The secure variant seals nothing, so the goods nonce is unused.
+                    let reply = verified.reply(&ring, price, slot, &goods, &[])?;
 
-                let mut tx = Transaction::new(TxKind::Exchange, now_ms, "")
-                    .debit(Account::BrokerScrip, paid.value())
-                    .credit(Account::BrokerScrip, change_value)
-                    .credit(issued.account, issued.cost)
-                    .credit(Account::Fees, fee)
-                    .scrip(ScripRole::Spent, None, paid.id(), paid.value());
-                if let Some(change) = &reply.change {
-                    tx = tx.scrip(ScripRole::Issued, None, change.id(), change_value);
-                }
-                tx = tx.scrip(
-                    ScripRole::Issued,
-                    Some(&wanted.vendor),
-                    issued.scrip.id(),
-                    wanted.value,
-                );
-                shard.books.stage(&mut writes, &tx)?;
-                let wire = convert::exchange_reply_to_wire(&issued.scrip, sealed, &reply);
-                let bytes = wire.encode_to_vec();
-                made = Some((wire, tx));
-                Ok((bytes, writes))
-            })
+                    let mut tx = Transaction::new(TxKind::Exchange, now_ms, "")
+                        .debit(Account::BrokerScrip, paid.value())
+                        .credit(Account::BrokerScrip, change_value)
+                        .credit(issued.account, issued.cost)
+                        .credit(Account::Fees, fee)
+                        .scrip(ScripRole::Spent, None, paid.id(), paid.value());
+                    if let Some(change) = &reply.change {
+                        tx = tx.scrip(ScripRole::Issued, None, change.id(), change_value);
+                    }
+                    tx = tx.scrip(
+                        ScripRole::Issued,
+                        Some(&wanted.vendor),
+                        issued.scrip.id(),
+                        wanted.value,
+                    );
+                    shard.books.stage(&mut writes, &tx)?;
+                    let wire = convert::exchange_reply_to_wire(&issued.scrip, sealed, &reply);
+                    let bytes = wire.encode_to_vec();
+                    made = Some((wire, tx));
+                    Ok((bytes, writes))
+                });
+        // Applied while writers are still held off, so that no checkpoint
+        // sees the entry without its balances.
+        if let (Ok(SpendOutcome::Fresh(_)), Some((_, tx))) = (&outcome, &made) {
+            shard.books.applied(tx);
+        }
+        outcome
     };
 
+    restock_if_low(state, shard, &wanted.vendor);
     let reply = match outcome {
         Ok(SpendOutcome::Fresh(bytes)) => match made {
-            Some((wire, tx)) => {
-                shard.books.applied(&tx);
+            Some((wire, _)) => {
                 telemetry::scrip_issued(ScripKind::Vendor, wanted.value);
                 wire
             }
@@ -301,7 +313,6 @@ pub(crate) async fn exchange(
             });
         }
     };
-    restock_if_low(state, shard, &wanted.vendor);
     // A retry may have arrived before the first reply's commit finished:
     // it too waits for durability before answering.
     shard.ledger.commit().await?;

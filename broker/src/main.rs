@@ -85,7 +85,7 @@ enum Command {
     Audit(AuditArgs),
 
     /// Show what each shard owes each vendor and other broker, and has paid.
-    Statement(OperatorArgs),
+    Statement(StatementArgs),
 
     /// Record a payment to a vendor or another broker (or, with --receive,
     /// one received from another broker) in one shard's books.
@@ -120,6 +120,17 @@ struct OperatorArgs {
     /// The broker's operator token.
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: String,
+}
+
+#[derive(clap::Args)]
+struct StatementArgs {
+    #[command(flatten)]
+    operator: OperatorArgs,
+
+    /// Ask the vendor nodes for redemption reports first, rather than show
+    /// what the last periodic report said.
+    #[arg(long)]
+    refresh: bool,
 }
 
 #[derive(clap::Args)]
@@ -165,7 +176,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Audit(args)) => audit(args).await,
         Some(Command::Statement(args)) => {
-            let shards = admin::statement(&operator(args)).await?;
+            let shards = admin::statement(&operator(args.operator), args.refresh).await?;
             print!("{}", admin::format_statement(&shards));
             Ok(ExitCode::SUCCESS)
         }

@@ -80,7 +80,7 @@ pub(crate) async fn refund(
     let outcome = {
         let _account = shard.accounts.lock(account_id);
         let _writing = shard.books.writing();
-        shard
+        let outcome = shard
             .spends
             .spend_with(broker, paid.id(), stamp.as_bytes(), now, || {
                 let mut writes = Writes::new();
@@ -111,14 +111,17 @@ pub(crate) async fn refund(
                 let bytes = wire.encode_to_vec();
                 made = Some((wire, tx));
                 Ok((bytes, writes))
-            })
+            });
+        // Applied while writers are still held off, so that no checkpoint
+        // sees the entry without its balances.
+        if let (Ok(SpendOutcome::Fresh(_)), Some((_, tx))) = (&outcome, &made) {
+            shard.books.applied(tx);
+        }
+        outcome
     };
     let reply = match outcome {
         Ok(SpendOutcome::Fresh(bytes)) => match made {
-            Some((wire, tx)) => {
-                shard.books.applied(&tx);
-                wire
-            }
+            Some((wire, _)) => wire,
             None => convert::decode_stored(&bytes, "refund")?,
         },
         Ok(SpendOutcome::Retry(bytes)) => convert::decode_stored(&bytes, "refund")?,
@@ -209,7 +212,7 @@ pub(crate) async fn renew(
     let mut unsold = None;
     let outcome = {
         let _writing = shard.books.writing();
-        shard
+        let outcome = shard
             .spends
             .spend_with(vendor, id, stamp.as_bytes(), now, || {
                 let supply = supply.ok_or_else(|| BrokerError::VendorUnavailable {
@@ -241,14 +244,18 @@ pub(crate) async fn renew(
                 let bytes = wire.encode_to_vec();
                 made = Some((wire, tx));
                 Ok((bytes, writes))
-            })
+            });
+        // Applied while writers are still held off, so that no checkpoint
+        // sees the entry without its balances.
+        if let (Ok(SpendOutcome::Fresh(_)), Some((_, tx))) = (&outcome, &made) {
+            shard.books.applied(tx);
+        }
+        outcome
     };
+    crate::exchange::restock_if_low(state, shard, vendor);
     let reply = match outcome {
         Ok(SpendOutcome::Fresh(bytes)) => match made {
-            Some((wire, tx)) => {
-                shard.books.applied(&tx);
-                wire
-            }
+            Some((wire, _)) => wire,
             None => convert::decode_stored(&bytes, "renewal")?,
         },
         Ok(SpendOutcome::Retry(bytes)) => convert::decode_stored(&bytes, "renewal")?,
@@ -259,7 +266,6 @@ pub(crate) async fn renew(
             return Err(spend_error(error, id));
         }
     };
-    crate::exchange::restock_if_low(state, shard, vendor);
     shard.ledger.commit().await?;
     Ok(reply)
 }

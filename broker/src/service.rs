@@ -306,6 +306,13 @@ impl Broker {
     ) -> Result<proto::Settlement, BrokerError> {
         self.operator(request.metadata())?;
         let settings = &self.state.settings;
+        if request.get_ref().refresh {
+            for shard in self.state.shards.values() {
+                for vendor in &settings.vendors {
+                    shard.settlement.settle(shard, vendor).await?;
+                }
+            }
+        }
         let mut shards = Vec::with_capacity(self.state.shards.len());
         for shard in self.state.shards.values() {
             shards.push(
