@@ -4,7 +4,8 @@
 //! storage in a temporary directory, funds simulated customers through the
 //! broker, and has them pay the vendor as fast as it answers for a set
 //! time. Given `--broker` and `--vendor`, it drives running services
-//! instead.
+//! instead. `millicent-bench exchange` does the same for purchases of
+//! vendor scrip at the broker.
 
 #![forbid(unsafe_code)]
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use millicent_bench::{load, network, report, restart};
+use millicent_bench::{exchange, load, network, report, restart};
 use millicent_core::{Amount, Variant};
 
 /// Load generator and demo for the Millicent micropayment network.
@@ -40,6 +41,63 @@ enum Command {
     /// Measure how long a vendor node holding many spent IDs takes to serve
     /// again after a restart, and the memory its spent-ID bitmaps use.
     Restart(RestartArgs),
+
+    /// Start a local broker (with one or more shards in its process) and a
+    /// vendor node, or use a running broker, and buy vendor scrip from the
+    /// broker as fast as it answers: exchanges of broker scrip for vendor
+    /// scrip, each made durable before its answer.
+    ///
+    /// Every customer opens an account, is credited, buys broker scrip and
+    /// then exchanges it for vendor scrip over and over, paying each time
+    /// with the change of the last exchange. At the end each customer's
+    /// first (spent) broker scrip is presented again and must be refused,
+    /// and the broker audits its books, which must balance.
+    Exchange(ExchangeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExchangeArgs {
+    /// Seconds of exchanging.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+
+    /// Concurrent simulated customers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    customers: u32,
+
+    /// gRPC connections the customers share.
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+
+    /// Shards of the local broker, all in its one process (1 to 255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    shards: u8,
+
+    /// Value of vendor scrip bought by each exchange, in the smallest unit.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    value: u64,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// URL of a running broker (needs --operator-token); --shards is then
+    /// that broker's business.
+    #[arg(long, requires = "operator_token")]
+    broker: Option<String>,
+
+    /// Operator token of the running broker.
+    #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+
+    /// Directory for the local network's storage (default: a temporary
+    /// directory removed at exit).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Where the local network serves Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    metrics_listen: SocketAddr,
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,6 +195,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Restart(args) => runtime.block_on(restart(args)),
+        Command::Exchange(args) => runtime.block_on(exchange(args)),
     };
     match result {
         Ok(code) => code,
@@ -202,6 +261,72 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mode = if plan.stream { "stream" } else { "unary" };
     let report = report::Report::new(&result, plan.customers, plan.variant.name(), mode);
+    println!("\n{}", report.table());
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    let problems = report.problems();
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
+    let local = match (&args.broker, &args.operator_token) {
+        (Some(_), Some(_)) => None,
+        _ => {
+            install_metrics(args.metrics_listen)?;
+            let network =
+                network::LocalNetwork::start_with(args.data_dir.clone(), args.shards).await?;
+            println!(
+                "broker       {} ({} shards)",
+                network.broker_url(),
+                args.shards
+            );
+            println!("vendor node  {}", network.vendor_url());
+            println!("metrics      http://{}/metrics", args.metrics_listen);
+            println!("storage      {}", network.data_dir().display());
+            Some(network)
+        }
+    };
+    let plan = exchange::ExchangePlan {
+        broker: args
+            .broker
+            .clone()
+            .or(local.as_ref().map(|n| n.broker_url()))
+            .context("no broker")?,
+        operator_token: args
+            .operator_token
+            .clone()
+            .or(local.as_ref().map(|n| n.operator_token().to_owned()))
+            .context("no operator token")?,
+        customers: args.customers as usize,
+        channels: args.channels.max(1),
+        duration: Duration::from_secs(args.duration),
+        value: Amount::new(args.value),
+        stop: Default::default(),
+    };
+    let stop = plan.stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping early ...");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+
+    let result = exchange::run(&plan).await;
+    if let Some(network) = local {
+        network.shutdown().await?;
+    }
+    let report = result?;
     println!("\n{}", report.table());
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;

@@ -1,0 +1,388 @@
+//! Sustained vendor-scrip purchases: simulated customers exchanging broker
+//! scrip for vendor scrip at a broker as fast as it answers.
+//!
+//! Each customer opens an account (the broker spreads new accounts over
+//! its shards), is credited, buys one large piece of broker scrip, and then
+//! exchanges it for a little vendor scrip again and again, each exchange
+//! paying with the broker-scrip change of the previous one. Every exchange
+//! is a durable commit at the broker: its spend, its journal entry and its
+//! record of sale are on disk before the customer gets the answer. At the
+//! end every customer's first broker scrip is presented again, for another
+//! exchange, and must be refused as a double spend; then the broker audits
+//! its books while running and must find them balanced.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use millicent_client::protocol::{self, connect};
+use millicent_core::{Amount, CustomerSecret, Scrip, VendorName};
+use millicent_proto as wire;
+use millicent_proto::broker_service_client::BrokerServiceClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+/// Where and how hard to push.
+#[derive(Clone, Debug)]
+pub struct ExchangePlan {
+    /// Broker gRPC URL.
+    pub broker: String,
+    /// Operator token for crediting accounts and auditing.
+    pub operator_token: String,
+    /// Concurrent customers.
+    pub customers: usize,
+    /// gRPC channels shared by the customers.
+    pub channels: usize,
+    /// How long to exchange for.
+    pub duration: Duration,
+    /// Value of vendor scrip bought by each exchange.
+    pub value: Amount,
+    /// Set to end early.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What the run measured.
+#[derive(Debug, Serialize)]
+pub struct ExchangeReport {
+    /// Exchanges answered with vendor scrip.
+    pub exchanges: u64,
+    /// Exchanges refused.
+    pub rejected: u64,
+    /// Refusals by reason.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Exchanges per second of the exchanging phase.
+    pub exchanges_per_second: f64,
+    /// Latency percentiles of exchanges, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Slowest exchange.
+    pub max_ms: f64,
+    /// Replays of spent broker scrip tried after the run.
+    pub replays_attempted: u64,
+    /// Replays refused as double spends, as they must be.
+    pub replays_refused: u64,
+    /// Whether the broker's live audit found its books balanced.
+    pub audit_clean: bool,
+    /// The audit's first discrepancy, if any.
+    pub audit_discrepancy: Option<String>,
+    /// Journal transactions the audit read, over all shards.
+    pub audited_transactions: u64,
+    /// Shards the customers' accounts landed in.
+    pub shards_used: usize,
+    /// Length of the exchanging phase.
+    pub duration_secs: f64,
+    /// Concurrent customers.
+    pub customers: usize,
+    /// Vendor whose scrip was bought.
+    pub vendor: String,
+}
+
+impl ExchangeReport {
+    /// What went wrong, if anything did.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.replays_refused != self.replays_attempted {
+            problems.push(format!(
+                "{} of {} replays of spent broker scrip were not refused as double spends",
+                self.replays_attempted - self.replays_refused,
+                self.replays_attempted
+            ));
+        }
+        if !self.audit_clean {
+            problems.push(format!(
+                "the audit found a discrepancy: {}",
+                self.audit_discrepancy.as_deref().unwrap_or("(none given)")
+            ));
+        }
+        if self.rejected > 0 {
+            problems.push(format!("{} exchanges were refused", self.rejected));
+        }
+        problems
+    }
+
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| {
+            out.push_str(&format!("  {label:<24} {value}\n"));
+        };
+        line("exchanges", self.exchanges.to_string());
+        line("exchanges refused", self.rejected.to_string());
+        for (reason, count) in &self.rejected_by_reason {
+            line(&format!("  {reason}"), count.to_string());
+        }
+        line(
+            "exchanges per second",
+            format!("{:.0}", self.exchanges_per_second),
+        );
+        line(
+            "latency p50/p90/p99",
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                self.p50_ms, self.p90_ms, self.p99_ms
+            ),
+        );
+        line(
+            "latency p99.9/max",
+            format!("{:.2} / {:.2} ms", self.p999_ms, self.max_ms),
+        );
+        line(
+            "replays of spent scrip",
+            format!(
+                "{} tried: {} refused as double spends",
+                self.replays_attempted, self.replays_refused
+            ),
+        );
+        line(
+            "audit",
+            if self.audit_clean {
+                format!("clean, {} transactions", self.audited_transactions)
+            } else {
+                format!(
+                    "DISCREPANCY: {}",
+                    self.audit_discrepancy.as_deref().unwrap_or("")
+                )
+            },
+        );
+        line(
+            "customers, shards used",
+            format!("{}, {}", self.customers, self.shards_used),
+        );
+        out
+    }
+}
+
+/// One customer holding broker scrip.
+struct Customer {
+    scrip: Scrip,
+    secret: CustomerSecret,
+    first: Scrip,
+}
+
+/// Funds the customers, exchanges for `plan.duration`, replays spent
+/// scrip and audits.
+pub async fn run(plan: &ExchangePlan) -> anyhow::Result<ExchangeReport> {
+    let mut channels = Vec::new();
+    for _ in 0..plan.channels.max(1) {
+        channels.push(
+            connect(&plan.broker)
+                .await
+                .context("connecting to the broker")?,
+        );
+    }
+    let mut client = BrokerServiceClient::new(channels[0].clone());
+    let info = protocol::broker_info(&mut client)
+        .await
+        .context("asking the broker for its info")?;
+    let vendor = info
+        .vendors
+        .first()
+        .map(|name| VendorName::new(name))
+        .transpose()?
+        .context("the broker sells no vendor's scrip")?;
+
+    eprintln!("funding {} customers ...", plan.customers);
+    let mut setups = tokio::task::JoinSet::new();
+    for index in 0..plan.customers {
+        let client = BrokerServiceClient::new(channels[index % channels.len()].clone());
+        let (plan, suite) = (plan.clone(), info.suite);
+        setups.spawn(async move { fund(client, &plan, suite, index).await });
+    }
+    let mut customers = Vec::new();
+    while let Some(result) = setups.join_next().await {
+        customers.push(result.context("customer setup task")??);
+    }
+    let shards_used = customers
+        .iter()
+        .map(|customer| millicent_core::broker::scrip_shard(customer.scrip.id()))
+        .collect::<std::collections::BTreeSet<u8>>()
+        .len();
+
+    let exchanged = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, customer) in customers.into_iter().enumerate() {
+        let client = BrokerServiceClient::new(channels[index % channels.len()].clone());
+        let (vendor, exchanged, stop) = (vendor.clone(), exchanged.clone(), plan.stop.clone());
+        let value = plan.value;
+        tasks.spawn(async move {
+            exchange_until(
+                client, customer, &vendor, value, deadline, &stop, &exchanged,
+            )
+            .await
+        });
+    }
+    let progress = tokio::spawn(show_progress(exchanged.clone(), started, deadline));
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut firsts = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let outcome = result.context("customer task")?;
+        latency_us.add(&outcome.latency_us)?;
+        if let Some(reason) = outcome.refused {
+            *reasons.entry(reason).or_default() += 1;
+        }
+        firsts.push(outcome.first);
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    eprintln!();
+
+    // Every first piece was spent: another exchange with it must fail.
+    let mut refused = 0;
+    for (scrip, secret) in &firsts {
+        let result = protocol::exchange(&mut client, scrip, secret, &vendor, Amount::new(2)).await;
+        if matches!(&result, Err(error) if error.reason() == Some("double_spend")) {
+            refused += 1;
+        }
+    }
+
+    let audit = audit(&channels[0], &plan.operator_token).await?;
+    let exchanges = exchanged.load(Ordering::Relaxed);
+    let ms = |quantile: f64| latency_us.value_at_quantile(quantile) as f64 / 1000.0;
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    Ok(ExchangeReport {
+        exchanges,
+        rejected: reasons.values().sum(),
+        rejected_by_reason: reasons,
+        exchanges_per_second: (exchanges as f64 / seconds * 10.0).round() / 10.0,
+        p50_ms: ms(0.50),
+        p90_ms: ms(0.90),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: latency_us.max() as f64 / 1000.0,
+        replays_attempted: firsts.len() as u64,
+        replays_refused: refused,
+        audit_clean: audit.clean,
+        audit_discrepancy: (!audit.clean).then_some(audit.discrepancy),
+        audited_transactions: audit.shards.iter().map(|shard| shard.transactions).sum(),
+        shards_used,
+        duration_secs: seconds,
+        customers: plan.customers,
+        vendor: vendor.to_string(),
+    })
+}
+
+async fn fund(
+    mut broker: BrokerServiceClient<Channel>,
+    plan: &ExchangePlan,
+    suite: millicent_core::Suite,
+    index: usize,
+) -> anyhow::Result<Customer> {
+    let (account, key) = protocol::open_account(&mut broker, suite)
+        .await
+        .context("opening an account")?;
+    let fund = Amount::new(1 << 50);
+    let reference = format!("exchange-bench-{index}-{account}");
+    protocol::credit(&mut broker, &plan.operator_token, account, fund, &reference)
+        .await
+        .context("crediting an account (is the operator token right?)")?;
+    let bought = protocol::buy_broker_scrip(&mut broker, suite, account, key.expose_bytes(), fund)
+        .await
+        .context("buying broker scrip")?;
+    Ok(Customer {
+        first: bought.scrip.clone(),
+        scrip: bought.scrip,
+        secret: bought.secret,
+    })
+}
+
+struct Outcome {
+    latency_us: Histogram<u64>,
+    /// Why the customer stopped early, if a refusal stopped it.
+    refused: Option<String>,
+    first: (Scrip, CustomerSecret),
+}
+
+async fn exchange_until(
+    mut client: BrokerServiceClient<Channel>,
+    customer: Customer,
+    vendor: &VendorName,
+    value: Amount,
+    deadline: Instant,
+    stop: &AtomicBool,
+    exchanged: &AtomicU64,
+) -> Outcome {
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("the histogram bounds are valid"));
+    let Customer {
+        mut scrip,
+        secret,
+        first,
+    } = customer;
+    let mut refused = None;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        match protocol::exchange(&mut client, &scrip, &secret, vendor, value).await {
+            Ok(done) => {
+                latency_us.saturating_record(sent.elapsed().as_micros() as u64);
+                exchanged.fetch_add(1, Ordering::Relaxed);
+                match done.change {
+                    Some(change) => scrip = change,
+                    None => break,
+                }
+            }
+            Err(error) => {
+                refused = Some(error.reason().unwrap_or("transport").to_owned());
+                break;
+            }
+        }
+    }
+    Outcome {
+        latency_us,
+        refused,
+        first: (first, secret),
+    }
+}
+
+async fn audit(channel: &Channel, token: &str) -> anyhow::Result<wire::AuditReport> {
+    let mut client = BrokerServiceClient::new(channel.clone());
+    let mut request = tonic::Request::new(wire::AuditRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .context("the operator token is not a valid header")?,
+    );
+    let report = client
+        .audit(request)
+        .await
+        .context("asking the broker to audit itself")?
+        .into_inner();
+    if report.clean && report.shards.is_empty() {
+        bail!("the broker audited no shard");
+    }
+    Ok(report)
+}
+
+async fn show_progress(exchanged: Arc<AtomicU64>, started: Instant, deadline: Instant) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut last = (0u64, Instant::now());
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        if now > deadline {
+            return;
+        }
+        let count = exchanged.load(Ordering::Relaxed);
+        let rate = (count - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-9);
+        last = (count, now);
+        eprint!(
+            "\r  {:>4.0}s  exchanges {:>10}  rate {:>9.0}/s  ({}s left)   ",
+            now.duration_since(started).as_secs_f64(),
+            count,
+            rate,
+            deadline.saturating_duration_since(now).as_secs()
+        );
+    }
+}
