@@ -93,13 +93,15 @@ pub(crate) struct TestVendor {
     pub(crate) id_limit: Arc<AtomicU64>,
     /// What the node reports spent.
     pub(crate) spent: Arc<Mutex<HashSet<ScripId>>>,
+    /// Seconds from a grant to the expiry of its licence or block.
+    pub(crate) lifetime: Arc<AtomicU64>,
     blocks: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 struct StandInNode {
     ring: KeyRing,
-    expires_at: u64,
+    lifetime: Arc<AtomicU64>,
     grants: Arc<AtomicUsize>,
     blocks: Arc<AtomicUsize>,
     available: Arc<AtomicBool>,
@@ -170,7 +172,7 @@ impl VendorService for StandInNode {
             vendor: VENDOR.to_owned(),
             suite: u32::from(Suite::Classic.id()),
             series,
-            expires_at: self.expires_at,
+            expires_at: now() + self.lifetime.load(Ordering::SeqCst),
             master_scrip_secret: key.secret.expose_bytes().to_vec(),
             customer_selector: u32::from(LICENCE_SELECTOR),
             master_customer_secret: customer.secret.expose_bytes().to_vec(),
@@ -185,6 +187,7 @@ impl VendorService for StandInNode {
         let (metadata, _, request) = request.into_parts();
         self.check(&metadata, &request.vendor, &request.broker)?;
         let series = BLOCK_SERIES + self.blocks.fetch_add(1, Ordering::SeqCst) as u32;
+        let expires_at = now() + self.lifetime.load(Ordering::SeqCst);
         let pieces = (0..request.count)
             .map(|seq| {
                 let cust_id =
@@ -197,7 +200,7 @@ impl VendorService for StandInNode {
                         value: Amount::new(request.value),
                         id: ScripId::new(series, seq),
                         cust_id,
-                        expires_at: self.expires_at,
+                        expires_at,
                         properties: Properties::default(),
                     })
                     .unwrap();
@@ -211,7 +214,7 @@ impl VendorService for StandInNode {
         Ok(Response::new(proto::ScripBlock {
             vendor: VENDOR.to_owned(),
             series,
-            expires_at: self.expires_at,
+            expires_at,
             pieces,
         }))
     }
@@ -257,11 +260,9 @@ impl VendorService for StandInNode {
 
 impl TestVendor {
     pub(crate) async fn start() -> TestVendor {
-        TestVendor::start_expiring(now() + 3 * 24 * 60 * 60).await
-    }
-
-    /// A stand-in whose licences and blocks all expire at `expires_at`.
-    pub(crate) async fn start_expiring(expires_at: u64) -> TestVendor {
+        // The node's own keys outlive every licence; what a licence or block
+        // is worth is set by `lifetime`.
+        let expires_at = now() + 10 * 365 * 24 * 60 * 60;
         let mut ring = KeyRing::new(VendorName::new(VENDOR).unwrap());
         let series = (0..LICENCE_SERIES_COUNT)
             .map(|n| LICENCE_SERIES + n)
@@ -287,9 +288,10 @@ impl TestVendor {
         let available = Arc::new(AtomicBool::new(true));
         let id_limit = Arc::new(AtomicU64::new(0));
         let spent = Arc::new(Mutex::new(HashSet::new()));
+        let lifetime = Arc::new(AtomicU64::new(3 * 24 * 60 * 60));
         let node = StandInNode {
             ring: ring.clone(),
-            expires_at,
+            lifetime: lifetime.clone(),
             grants: grants.clone(),
             blocks: blocks.clone(),
             available: available.clone(),
@@ -316,6 +318,7 @@ impl TestVendor {
             available,
             id_limit,
             spent,
+            lifetime,
             blocks,
             stop: Some(stop),
         }
@@ -367,6 +370,26 @@ pub(crate) fn config(dir: &Path, vendor: Option<&TestVendor>) -> BrokerConfig {
             .unwrap_or_default(),
         ..BrokerConfig::default()
     }
+}
+
+pub(crate) async fn start(
+    dir: &Path,
+    vendor: Option<&TestVendor>,
+) -> (millicent_broker::RunningBroker, Client) {
+    let broker = millicent_broker::RunningBroker::start(config(dir, vendor))
+        .await
+        .unwrap();
+    let client = connect(broker.addr()).await;
+    (broker, client)
+}
+
+/// An account holding `amount` of broker scrip in one piece, and a balance
+/// of `left`.
+pub(crate) async fn funded(client: &mut Client, amount: u64, left: u64) -> (Account, Held) {
+    let account = open_account(client).await;
+    credit(client, account.id, amount + left, "funding").await;
+    let held = buy(client, &account, amount).await.unwrap();
+    (account, held)
 }
 
 pub(crate) async fn connect(addr: SocketAddr) -> Client {
@@ -612,5 +635,113 @@ pub(crate) fn check_exchange_reply(
             secret: held.secret.clone(),
         }),
         price: reply.price,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Operator calls and audits
+// ---------------------------------------------------------------------------
+
+/// `message` with the operator's bearer token.
+pub(crate) fn operator<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {OPERATOR_TOKEN}").parse().unwrap(),
+    );
+    request
+}
+
+/// Asks the running broker to audit itself and asserts its books balance.
+pub(crate) async fn assert_live_audit_clean(client: &mut Client) -> proto::AuditReport {
+    let report = client
+        .audit(operator(proto::AuditRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.clean, "live audit: {}", report.discrepancy);
+    report
+}
+
+/// Audits the stores of a stopped broker under `dir` and asserts its books
+/// balance.
+pub(crate) async fn assert_audit_clean(dir: &Path) -> millicent_broker::audit::AuditReport {
+    let report = millicent_broker::audit::audit_data_dir(&dir.join("broker"))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "audit: {:?}", report.discrepancy);
+    report
+}
+
+/// The settlement statement of shard 0, after fresh redemption reports.
+pub(crate) async fn statement_of(client: &mut Client) -> proto::ShardSettlement {
+    let settlement = client
+        .get_settlement(operator(proto::GetSettlementRequest { refresh: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    settlement.shards.into_iter().next().unwrap()
+}
+
+/// A refund of `held` into `account_id`, as sent.
+pub(crate) fn refund_request(held: &Held, account_id: u64) -> proto::RefundRequest {
+    let request = millicent_core::broker::RefundRequest { account_id }.encode();
+    let payment = Payment::prepare(
+        held.scrip.clone(),
+        &held.secret,
+        Variant::Secure,
+        &request,
+        &[],
+    )
+    .unwrap();
+    proto::RefundRequest {
+        broker_scrip: Some(scrip_to_wire(&held.scrip)),
+        request: payment.request,
+        request_stamp: payment.request_stamp.unwrap().as_bytes().to_vec(),
+    }
+}
+
+/// A renewal of the expired vendor scrip `held`, bought in `shard`.
+pub(crate) fn renew_request(shard: u8, held: &Held) -> proto::RenewRequest {
+    let stamp = millicent_core::payment::request_stamp(
+        &held.secret,
+        &held.scrip,
+        millicent_core::broker::RENEWAL_REQUEST,
+    );
+    proto::RenewRequest {
+        shard: u32::from(shard),
+        vendor_scrip: Some(scrip_to_wire(&held.scrip)),
+        request_stamp: stamp.as_bytes().to_vec(),
+    }
+}
+
+/// Opens a renewal reply as a wallet would: the reply stamp under the
+/// expired scrip's customer secret, and the fresh scrip's secret sealed
+/// under it.
+pub(crate) fn open_renewal(
+    old: &Held,
+    request: &proto::RenewRequest,
+    reply: &proto::RenewReply,
+) -> Held {
+    let wire = reply.vendor_scrip.as_ref().unwrap();
+    let fresh = Scrip::decode(&wire.body, &wire.certificate).unwrap();
+    let stamp = Mac::parse(old.scrip.suite(), "stamp", &request.request_stamp).unwrap();
+    let goods = exchange_goods(&fresh, &reply.sealed_customer_secret);
+    let expected =
+        millicent_core::payment::reply_stamp(old.scrip.suite(), &old.secret, &stamp, None, &goods);
+    assert!(
+        expected.ct_eq_bytes(&reply.reply_stamp),
+        "bad renewal reply stamp"
+    );
+    let secret = open_customer_secret(
+        old.scrip.suite(),
+        &old.secret,
+        &reply.sealed_customer_secret,
+        fresh.suite(),
+    )
+    .unwrap();
+    Held {
+        scrip: fresh,
+        secret,
     }
 }
