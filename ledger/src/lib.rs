@@ -111,6 +111,13 @@ impl Ledger {
         writes.apply()
     }
 
+    /// Applies `writes` one by one in the order they were added: cheaper
+    /// than [`Ledger::apply`], but a crash leaves any prefix of them (see
+    /// [`Writes`]).
+    pub fn apply_in_order(&self, writes: Writes) -> Result<(), LedgerError> {
+        writes.apply_in_order()
+    }
+
     /// Removes table `name` and everything in it; returns whether it existed.
     pub fn drop_table(&self, name: &str) -> Result<bool, LedgerError> {
         self.db
