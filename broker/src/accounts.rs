@@ -569,7 +569,7 @@ mod tests {
     fn open(dir: &std::path::Path, shard: u8) -> (Ledger, Accounts, Books) {
         let ledger = Ledger::open(dir, Durability::Strict).unwrap();
         let accounts = Accounts::open(&ledger, shard).unwrap();
-        let books = Books::open(&ledger).unwrap();
+        let (books, _) = Books::open(&ledger, |_| true).unwrap();
         (ledger, accounts, books)
     }
 

@@ -36,13 +36,13 @@ use millicent_core::{Amount, ScripId, VendorName};
 use millicent_ledger::{Durability, Ledger, SpendStore, Table};
 
 use crate::accounts::Accounts;
-use crate::books::{self, Account, Balances, ScripRole, Sides};
+use crate::books::{self, Account, Balances, Books, ScripRole, Sides};
 use crate::config::Contract;
 use crate::service::BrokerState;
-use crate::settlement::{self, SeriesKind};
+use crate::settlement::{self, SeriesKind, Settlement};
 use crate::shard::{self, SPENDS_TABLE};
-use crate::warehouse::{self, PieceState};
-use crate::{BrokerError, keys};
+use crate::warehouse::{self, PieceState, Warehouse};
+use crate::{BrokerError, exchange, keys};
 
 /// What an audit found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,16 +127,22 @@ fn audit_offline_shard(
         )));
     }
     let spends = SpendStore::open(ledger, SPENDS_TABLE, 1)?;
+    // First the repair the broker makes when it opens a shard: exchanges
+    // cut short by a crash before their answer are undone.
+    let settlement = Settlement::open(ledger)?;
+    let warehouse = Warehouse::open(ledger.table(warehouse::TABLE)?, &[])?;
+    let (books, dropped) = Books::open(ledger, |tx| exchange::happened(tx, &broker, &spends))?;
+    exchange::recover(&books, &settlement, &warehouse, &dropped);
     let stores = Stores {
         shard: number,
         broker: &broker,
-        journal: &ledger.table(books::TABLE)?,
+        journal: books.table(),
         accounts: &Accounts::open(ledger, number)?,
         keys: &ledger.table("keys")?,
-        settlement: &ledger.table(settlement::TABLE)?,
-        warehouse: &ledger.table(warehouse::TABLE)?,
+        settlement: settlement.table(),
+        warehouse: warehouse.table(),
         spends: &spends,
-        memory: None,
+        memory: Some(books.balances()),
     };
     audit_shard(&stores)
 }

@@ -519,10 +519,25 @@ pub(crate) struct Books {
     writing: RwLock<()>,
 }
 
+/// A journal entry dropped when the books were opened, because what it
+/// records did not happen (see [`Books::open`]).
+pub(crate) type Dropped = (u64, Transaction);
+
 impl Books {
     /// Opens the journal of `ledger`: loads the checkpoint and applies the
-    /// entries written after it.
-    pub(crate) fn open(ledger: &Ledger) -> Result<Books, BrokerError> {
+    /// entries written after it, except those `happened` says did not
+    /// happen: such an entry is removed from the journal and returned, for
+    /// the caller to undo what was written with it.
+    ///
+    /// Only entries after the checkpoint can be such: an entry written
+    /// with [`Books::write_now`] is followed by the write that makes it
+    /// true (a spend record), and a crash between the two leaves the entry
+    /// alone; but the checkpoint is written after both, so if it survived
+    /// they did.
+    pub(crate) fn open(
+        ledger: &Ledger,
+        mut happened: impl FnMut(&Transaction) -> bool,
+    ) -> Result<(Books, Vec<Dropped>), BrokerError> {
         let table = ledger.table(TABLE)?;
         let (mut last, mut balances) = match table.get(CHECKPOINT_KEY)? {
             Some(bytes) => {
@@ -530,20 +545,45 @@ impl Books {
             }
             None => (0, Balances::default()),
         };
+        let mut dropped = Vec::new();
         for entry in table.scan_prefix_from([ENTRY_PREFIX], entry_key(last.saturating_add(1))) {
             let (key, value) = entry?;
             let seq = parse_entry_key(&key).ok_or_else(|| unreadable("journal key"))?;
             let tx = Transaction::decode(&value).ok_or_else(|| unreadable("journal entry"))?;
-            balances.apply(&tx);
             last = seq;
+            if happened(&tx) {
+                balances.apply(&tx);
+            } else {
+                table.remove(&key)?;
+                dropped.push((seq, tx));
+            }
         }
-        Ok(Books {
+        let books = Books {
             ledger: ledger.clone(),
             table,
             next_seq: AtomicU64::new(last + 1),
             balances: Mutex::new(balances),
             writing: RwLock::new(()),
-        })
+        };
+        Ok((books, dropped))
+    }
+
+    /// Writes `tx` as the next journal entry at once, as a plain write of
+    /// its own, and returns its number; for operations that make what the
+    /// entry records true by a later write, and check at [`Books::open`]
+    /// that it was made. Call with [`Books::writing`] held, and
+    /// [`Books::applied`] once the operation is complete.
+    pub(crate) fn write_now(&self, tx: &Transaction) -> Result<u64, BrokerError> {
+        check_balanced(tx)?;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.table.insert(entry_key(seq), tx.encode())?;
+        Ok(seq)
+    }
+
+    /// Removes entry `seq`, written by [`Books::write_now`] for an
+    /// operation that then failed.
+    pub(crate) fn discard(&self, seq: u64) -> Result<(), LedgerError> {
+        self.table.remove(entry_key(seq))
     }
 
     /// The ledger the books are kept in.
@@ -571,12 +611,7 @@ impl Books {
     /// [`Books::writing`] held, and [`Books::applied`] once `writes` are
     /// written.
     pub(crate) fn stage(&self, writes: &mut Writes, tx: &Transaction) -> Result<(), BrokerError> {
-        if !tx.is_balanced() {
-            // A bug, never input: refuse it before anything is written.
-            return Err(BrokerError::Server {
-                detail: format!("an unbalanced {} transaction was refused", tx.kind.name()),
-            });
-        }
+        check_balanced(tx)?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         writes.insert(&self.table, entry_key(seq), tx.encode());
         Ok(())
@@ -641,6 +676,17 @@ impl Books {
     pub(crate) fn record_reply(&self, writes: &mut Writes, reference: &str, reply: &[u8]) {
         writes.insert(&self.table, reply_key(reference), reply);
     }
+}
+
+/// An unbalanced transaction is a bug, never input: it is refused before
+/// anything is written.
+fn check_balanced(tx: &Transaction) -> Result<(), BrokerError> {
+    if tx.is_balanced() {
+        return Ok(());
+    }
+    Err(BrokerError::Server {
+        detail: format!("an unbalanced {} transaction was refused", tx.kind.name()),
+    })
 }
 
 /// Every journal entry of `table` in order, for audits.
@@ -802,7 +848,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let expected = {
             let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-            let books = Books::open(&ledger).unwrap();
+            let (books, _) = Books::open(&ledger, |_| true).unwrap();
             books
                 .post(Writes::new(), &exchange(100, 40, 55, 5))
                 .unwrap();
@@ -829,7 +875,7 @@ mod tests {
         assert_eq!(expected.by_class().values().sum::<i128>(), 0);
 
         let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-        let books = Books::open(&ledger).unwrap();
+        let (books, _) = Books::open(&ledger, |_| true).unwrap();
         assert_eq!(books.balances(), expected);
         let seqs: Vec<u64> = entries(books.table())
             .map(|entry| entry.unwrap().0)
@@ -839,5 +885,35 @@ mod tests {
         books.post(Writes::new(), &exchange(1, 0, 1, 0)).unwrap();
         let last = entries(books.table()).last().unwrap().unwrap().0;
         assert_eq!(last, 4);
+    }
+
+    #[tokio::test]
+    async fn entries_after_the_checkpoint_that_did_not_happen_are_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+            let (books, _) = Books::open(&ledger, |_| true).unwrap();
+            let first = exchange(5, 0, 5, 0);
+            books.write_now(&first).unwrap();
+            books.applied(&first);
+            books.checkpoint().unwrap();
+            // Two more written, and the process dies before applying them.
+            books.write_now(&exchange(7, 0, 7, 0)).unwrap();
+            books.write_now(&exchange(9, 0, 9, 0)).unwrap();
+            assert!(books.write_now(&exchange(1, 0, 2, 0)).is_err());
+            ledger.commit().await.unwrap();
+            drop(books);
+            ledger.close().await.unwrap();
+        }
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        // The checkpoint holds entry 1; of 2 and 3, the 7 did not happen.
+        let (books, dropped) = Books::open(&ledger, |tx| tx.postings[0].amount != 7).unwrap();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].0, 2);
+        assert_eq!(books.balance(&Account::BrokerScrip), 14);
+        let seqs: Vec<u64> = entries(books.table())
+            .map(|entry| entry.unwrap().0)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
     }
 }

@@ -19,9 +19,9 @@
 //!    minted (or taken from the warehouse, or the bought piece used), its
 //!    customer secret is sealed under the broker scrip's, change is minted
 //!    in the shard's current series with the same Cust ID#, and the
-//!    journal entry of the exchange is staged; the encoded reply is what
-//!    the spend stores for retries, and the spend record, the journal
-//!    entry and the record of the sale are written in one atomic write;
+//!    journal entry of the exchange and the record of the sale are
+//!    written, before the spend record that stores the encoded reply for
+//!    retries (see [`happened`] for why that order is enough);
 //! 4. the reply is sent after the ledger commit that makes all of it, and
 //!    the ID reservations, durable.
 //!
@@ -34,19 +34,20 @@ use std::sync::Arc;
 
 use millicent_core::exchange::{exchange_goods, seal_customer_secret};
 use millicent_core::payment::ChangeSlot;
-use millicent_core::{Amount, CustomerSecret, Payment, Scrip, VendorName};
-use millicent_ledger::{SpendError, SpendOutcome, Writes};
+use millicent_core::{Amount, CustomerSecret, Payment, Scrip, ScripId, VendorName};
+use millicent_ledger::{SpendError, SpendOutcome, SpendStore, Writes};
 use millicent_proto as proto;
 use prost::Message;
 
-use crate::books::{Account, ScripRole, Transaction, TxKind};
+use crate::books::{Account, Books, Dropped, ScripRole, Transaction, TxKind};
 use crate::config::{Contract, Source};
 use crate::licences::Licence;
 use crate::network::{self, Bought};
 use crate::service::BrokerState;
+use crate::settlement::Settlement;
 use crate::shard::Shard;
 use crate::telemetry::{self, ScripKind};
-use crate::warehouse::Piece;
+use crate::warehouse::{Piece, Warehouse};
 use crate::{BrokerError, convert, unix_now};
 
 /// Where the vendor scrip of one exchange comes from, made ready before
@@ -231,60 +232,66 @@ pub(crate) async fn exchange(
     let mut seal_nonce = vec![0u8; paid.suite().nonce_len()];
     rand::fill(&mut seal_nonce[..]);
 
-    let mut made: Option<(proto::ExchangeReply, Transaction)> = None;
+    let mut made: Option<(proto::ExchangeReply, Transaction, u64)> = None;
     let mut unsold: Option<Piece> = None;
     let outcome = {
         let _writing = shard.books.writing();
-        let outcome =
-            shard
-                .spends
-                .spend_with(broker, paid.id(), request_stamp.as_bytes(), now, || {
-                    let supply = supply.ok_or_else(|| BrokerError::VendorUnavailable {
-                        vendor: wanted.vendor.to_string(),
-                        detail: "nothing to sell is at hand; try again".to_owned(),
-                    })?;
-                    let mut writes = Writes::new();
-                    let issued =
-                        supply.issue(shard, &mut writes, &wanted.vendor, wanted.value, now)?;
-                    unsold = issued.piece.clone();
-                    let sealed = seal_customer_secret(
-                        paid.suite(),
-                        broker_secret,
-                        &seal_nonce,
-                        &issued.secret,
-                    )?;
-                    let goods = exchange_goods(&issued.scrip, &sealed);
-                    let slot = change_slot(shard, change_value, paid.body().expires_at, now)?;
-                    // Taken after the change's ID#, which may have started a series.
-                    let ring = shard.keys.ring();
-                    // The secure variant seals nothing, so the goods nonce is unused.
-                    let reply = verified.reply(&ring, price, slot, &goods, &[])?;
+        let outcome = shard
+            .spends
+            .spend(broker, paid.id(), request_stamp.as_bytes(), now, || {
+                let supply = supply.ok_or_else(|| BrokerError::VendorUnavailable {
+                    vendor: wanted.vendor.to_string(),
+                    detail: "nothing to sell is at hand; try again".to_owned(),
+                })?;
+                let mut writes = Writes::new();
+                let issued = supply.issue(shard, &mut writes, &wanted.vendor, wanted.value, now)?;
+                unsold = issued.piece.clone();
+                let sealed =
+                    seal_customer_secret(paid.suite(), broker_secret, &seal_nonce, &issued.secret)?;
+                let goods = exchange_goods(&issued.scrip, &sealed);
+                let slot = change_slot(shard, change_value, paid.body().expires_at, now)?;
+                // Taken after the change's ID#, which may have started a series.
+                let ring = shard.keys.ring();
+                // The secure variant seals nothing, so the goods nonce is unused.
+                let reply = verified.reply(&ring, price, slot, &goods, &[])?;
 
-                    let mut tx = Transaction::new(TxKind::Exchange, now_ms, "")
-                        .debit(Account::BrokerScrip, paid.value())
-                        .credit(Account::BrokerScrip, change_value)
-                        .credit(issued.account, issued.cost)
-                        .credit(Account::Fees, fee)
-                        .scrip(ScripRole::Spent, None, paid.id(), paid.value());
-                    if let Some(change) = &reply.change {
-                        tx = tx.scrip(ScripRole::Issued, None, change.id(), change_value);
-                    }
-                    tx = tx.scrip(
-                        ScripRole::Issued,
-                        Some(&wanted.vendor),
-                        issued.scrip.id(),
-                        wanted.value,
-                    );
-                    shard.books.stage(&mut writes, &tx)?;
-                    let wire = convert::exchange_reply_to_wire(&issued.scrip, sealed, &reply);
-                    let bytes = wire.encode_to_vec();
-                    made = Some((wire, tx));
-                    Ok((bytes, writes))
-                });
-        // Applied while writers are still held off, so that no checkpoint
-        // sees the entry without its balances.
-        if let (Ok(SpendOutcome::Fresh(_)), Some((_, tx))) = (&outcome, &made) {
-            shard.books.applied(tx);
+                let mut tx = Transaction::new(TxKind::Exchange, now_ms, "")
+                    .debit(Account::BrokerScrip, paid.value())
+                    .credit(Account::BrokerScrip, change_value)
+                    .credit(issued.account, issued.cost)
+                    .credit(Account::Fees, fee)
+                    .scrip(ScripRole::Spent, None, paid.id(), paid.value());
+                if let Some(change) = &reply.change {
+                    tx = tx.scrip(ScripRole::Issued, None, change.id(), change_value);
+                }
+                tx = tx.scrip(
+                    ScripRole::Issued,
+                    Some(&wanted.vendor),
+                    issued.scrip.id(),
+                    wanted.value,
+                );
+                let wire = convert::exchange_reply_to_wire(&issued.scrip, sealed, &reply);
+                let bytes = wire.encode_to_vec();
+                // The journal entry, then the record of the sale, each a
+                // plain write, then (by the spend store) the spend record:
+                // see `recover` for why no atomic batch is needed.
+                let seq = shard.books.write_now(&tx)?;
+                if let Err(error) = shard.ledger.apply_in_order(writes) {
+                    undo_writes(&shard.books, &shard.settlement, &shard.warehouse, seq, &tx);
+                    return Err(error.into());
+                }
+                made = Some((wire, tx, seq));
+                Ok(bytes)
+            });
+        match (&outcome, &made) {
+            // Applied while writers are still held off, so that no
+            // checkpoint sees the entry without its balances.
+            (Ok(SpendOutcome::Fresh(_)), Some((_, tx, _))) => shard.books.applied(tx),
+            // The spend record failed after the entry was written.
+            (Err(SpendError::Storage(_)), Some((_, tx, seq))) => {
+                undo_writes(&shard.books, &shard.settlement, &shard.warehouse, *seq, tx)
+            }
+            _ => {}
         }
         outcome
     };
@@ -292,7 +299,7 @@ pub(crate) async fn exchange(
     restock_if_low(state, shard, &wanted.vendor);
     let reply = match outcome {
         Ok(SpendOutcome::Fresh(bytes)) => match made {
-            Some((wire, _)) => {
+            Some((wire, _, _)) => {
                 telemetry::scrip_issued(ScripKind::Vendor, wanted.value);
                 wire
             }
@@ -304,7 +311,7 @@ pub(crate) async fn exchange(
                 shard.warehouse.put_back(&wanted.vendor, piece);
             }
             if let Some((seller, price)) = bought_price {
-                network::book_unused(shard, &seller, &wanted.vendor, price, now_ms);
+                network::book_unused(&shard.books, &seller, &wanted.vendor, price, now_ms);
             }
             return Err(match error {
                 SpendError::DoubleSpend => BrokerError::DoubleSpend { id: paid.id() },
@@ -317,6 +324,85 @@ pub(crate) async fn exchange(
     // it too waits for durability before answering.
     shard.ledger.commit().await?;
     Ok(reply)
+}
+
+/// Whether the exchange `tx` records happened: its broker scrip is spent.
+///
+/// An exchange writes its journal entry, then the record of the sale,
+/// then the spend record, each as a plain write rather than one atomic
+/// batch, which would cost the store several times the bytes. The store
+/// recovers a prefix of its writes, so after a crash the spend record
+/// implies the rest; an entry without its spend record is of an exchange
+/// that was never answered (the answer waits for the commit covering the
+/// spend record), so [`recover`] drops it when the shard opens and undoes
+/// what was written after it.
+pub(crate) fn happened(tx: &Transaction, broker: &VendorName, spends: &SpendStore) -> bool {
+    if tx.kind != TxKind::Exchange {
+        return true;
+    }
+    tx.scrip
+        .iter()
+        .filter(|line| line.role == ScripRole::Spent && line.issuer.is_none())
+        .all(|line| spends.is_spent(broker, line.id))
+}
+
+/// Undoes exchanges whose entries the books dropped on opening (see
+/// [`happened`]): the record of the sale goes, a warehouse piece goes back
+/// into stock, and a piece bought from another broker is still owed.
+pub(crate) fn recover(
+    books: &Books,
+    settlement: &Settlement,
+    warehouse: &Warehouse,
+    dropped: &[Dropped],
+) {
+    for (seq, tx) in dropped {
+        undo_writes(books, settlement, warehouse, *seq, tx);
+        if let Some((vendor, id)) = sold(tx) {
+            warehouse.restore(vendor, id);
+        }
+        for posting in &tx.postings {
+            if let (Account::Broker(seller), true) = (&posting.account, posting.amount < 0) {
+                let vendor = sold(tx).map_or_else(|| seller.clone(), |(vendor, _)| vendor.clone());
+                let price = Amount::new(posting.amount.unsigned_abs() as u64);
+                network::book_unused(books, seller, &vendor, price, tx.timestamp_ms);
+            }
+        }
+        tracing::warn!(
+            entry = seq,
+            "an exchange cut short by a crash before its answer was undone"
+        );
+    }
+}
+
+/// The vendor scrip an exchange sold.
+fn sold(tx: &Transaction) -> Option<(&VendorName, ScripId)> {
+    tx.scrip
+        .iter()
+        .find(|line| line.role == ScripRole::Issued)
+        .and_then(|line| line.issuer.as_ref().map(|vendor| (vendor, line.id)))
+}
+
+/// Removes what an exchange that did not happen wrote: its journal entry
+/// and the record of its sale. Failures are logged: the shard's next
+/// opening finds and removes what is left.
+fn undo_writes(
+    books: &Books,
+    settlement: &Settlement,
+    warehouse: &Warehouse,
+    seq: u64,
+    tx: &Transaction,
+) {
+    let undone = (|| -> Result<(), BrokerError> {
+        books.discard(seq)?;
+        if let Some((vendor, id)) = sold(tx) {
+            settlement.forget_sold(vendor, id)?;
+            warehouse.unsell(vendor, id)?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = undone {
+        tracing::error!(%error, entry = seq, "could not undo an exchange");
+    }
 }
 
 /// Where the change goes: a fresh ID# in the shard's current series,
@@ -366,4 +452,72 @@ pub(crate) fn restock_if_low(state: &Arc<BrokerState>, shard: &Shard, vendor: &V
             shard.warehouse.restocked(&settings.name);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use millicent_core::ScripId;
+    use millicent_ledger::Writes;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::settlement::{self, SeriesKind};
+
+    /// An exchange whose journal entry and record of sale were written,
+    /// and whose spend record was not: what a crash can leave.
+    fn interrupted(shard: &Shard, vendor: &VendorName) -> Transaction {
+        let tx = Transaction::new(TxKind::Exchange, 1, "")
+            .debit(Account::BrokerScrip, Amount::new(10))
+            .credit(Account::VendorScrip(vendor.clone()), Amount::new(10))
+            .scrip(ScripRole::Spent, None, ScripId::new(1, 3), Amount::new(10))
+            .scrip(
+                ScripRole::Issued,
+                Some(vendor),
+                ScripId::new(7, 0),
+                Amount::new(10),
+            );
+        let mut writes = Writes::new();
+        settlement::register_series(
+            &mut writes,
+            shard.settlement.table(),
+            vendor,
+            7,
+            SeriesKind::Licence(crate::config::Contract::Redeemed),
+            u64::MAX,
+        );
+        shard
+            .settlement
+            .record_sold(&mut writes, vendor, ScripId::new(7, 0), Amount::new(10));
+        shard.ledger.apply(writes).unwrap();
+        shard.books.write_now(&tx).unwrap();
+        tx
+    }
+
+    #[tokio::test]
+    async fn an_exchange_cut_short_before_its_spend_record_is_undone_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = BrokerConfig::default().validate().unwrap();
+        let vendor = VendorName::new("news.example").unwrap();
+        {
+            let shard = Shard::open(&settings, dir.path(), 0).await.unwrap();
+            interrupted(&shard, &vendor);
+            assert_eq!(
+                settlement::sold_pieces(shard.settlement.table())
+                    .unwrap()
+                    .len(),
+                1
+            );
+            shard.ledger.commit().await.unwrap();
+            shard.close().await.unwrap();
+        }
+        let shard = Shard::open(&settings, dir.path(), 0).await.unwrap();
+        assert_eq!(crate::books::entries(shard.books.table()).count(), 0);
+        assert!(
+            settlement::sold_pieces(shard.settlement.table())
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(shard.books.balance(&Account::BrokerScrip), 0);
+        shard.close().await.unwrap();
+    }
 }

@@ -41,7 +41,7 @@ use prost::Message;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::books::{Account, ScripRole, Transaction, TxKind};
+use crate::books::{Account, Books, ScripRole, Transaction, TxKind};
 use crate::config::{Settings, Source};
 use crate::convert::{self, PeerPurchase};
 use crate::exchange::Supply;
@@ -168,7 +168,7 @@ fn check_bought(
 /// Books a purchase from `seller` whose exchange failed: it is owed all
 /// the same, and is a loss.
 pub(crate) fn book_unused(
-    shard: &Shard,
+    books: &Books,
     seller: &VendorName,
     vendor: &VendorName,
     price: Amount,
@@ -181,7 +181,7 @@ pub(crate) fn book_unused(
     )
     .debit(Account::Fees, price)
     .credit(Account::Broker(seller.clone()), price);
-    if let Err(error) = shard.books.post(Writes::new(), &tx) {
+    if let Err(error) = books.post(Writes::new(), &tx) {
         tracing::error!(%error, broker = %seller, "could not book a purchase that was not sold");
     }
 }

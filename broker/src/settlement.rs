@@ -208,6 +208,14 @@ impl Settlement {
         writes.insert(&self.table, key, value.units().to_be_bytes());
     }
 
+    /// Removes the sale of licence scrip `id` of `vendor`, for an exchange
+    /// that did not happen; nothing if there is none.
+    pub(crate) fn forget_sold(&self, vendor: &VendorName, id: ScripId) -> Result<(), LedgerError> {
+        let mut key = vendor_key(SOLD_PREFIX, vendor);
+        key.extend_from_slice(&id.as_u64().to_be_bytes());
+        self.table.remove(key)
+    }
+
     /// The registered series of `vendor`.
     pub(crate) fn series_of(&self, vendor: &VendorName) -> Result<Vec<SeriesRecord>, BrokerError> {
         let mut records = Vec::new();

@@ -34,7 +34,7 @@ use crate::keys::BrokerKeys;
 use crate::licences::Licences;
 use crate::settlement::Settlement;
 use crate::warehouse::{self, Warehouse};
-use crate::{BrokerError, unix_now};
+use crate::{BrokerError, exchange, unix_now};
 
 /// The table of spent broker scrip and renewed vendor scrip.
 pub(crate) const SPENDS_TABLE: &str = "spends";
@@ -114,20 +114,24 @@ impl Shard {
             settlement.table(),
             now,
         )?;
+        let spends = SpendStore::open(ledger, SPENDS_TABLE, settings.retry_window_secs)?;
+        let (books, dropped) =
+            Books::open(ledger, |tx| exchange::happened(tx, &settings.name, &spends))?;
         let shard = Shard {
             id,
             ledger: ledger.clone(),
             accounts: Accounts::open(ledger, id)?,
             keys,
             licences,
-            spends: SpendStore::open(ledger, SPENDS_TABLE, settings.retry_window_secs)?,
-            books: Books::open(ledger)?,
+            spends,
+            books,
             warehouse: Warehouse::open(ledger.table(warehouse::TABLE)?, &settings.vendors)?,
             settlement,
             peer_sales: ledger.table(PEER_SALES_TABLE)?,
             upkeep: std::sync::Mutex::new(()),
             selling: std::sync::Mutex::new(()),
         };
+        exchange::recover(&shard.books, &shard.settlement, &shard.warehouse, &dropped);
         // Keys made on a first start are durable before anything uses them.
         ledger.commit().await?;
         Ok(shard)

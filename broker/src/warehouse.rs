@@ -162,6 +162,32 @@ impl Warehouse {
         );
     }
 
+    /// Puts piece `id` of `vendor` back into stock in the table, if it is
+    /// marked sold: for an exchange that did not happen.
+    pub(crate) fn unsell(&self, vendor: &VendorName, id: ScripId) -> Result<(), BrokerError> {
+        if let Some((PieceState::Sold, piece)) = self.piece(vendor, id)? {
+            self.table.insert(
+                piece_key(vendor, id),
+                encode_piece(PieceState::Stock, &piece),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Puts piece `id` of `vendor` back into the stock in memory, if the
+    /// table has it in stock and memory does not.
+    pub(crate) fn restore(&self, vendor: &VendorName, id: ScripId) {
+        let Some(stock) = self.stocks.get(vendor) else {
+            return;
+        };
+        if let Ok(Some((PieceState::Stock, piece))) = self.piece(vendor, id) {
+            let mut pieces = stock.pieces.lock().unwrap_or_else(PoisonError::into_inner);
+            if !pieces.iter().any(|held| held.scrip.id() == id) {
+                pieces.push_front(piece);
+            }
+        }
+    }
+
     /// Adds to `writes` that piece `id` of `vendor`, in stock, was lost.
     pub(crate) fn mark_lost(&self, writes: &mut Writes, vendor: &VendorName, id: ScripId) {
         if let Ok(Some((_, piece))) = self.piece(vendor, id) {
