@@ -11,18 +11,21 @@
 //! exchange, and must be refused as a double spend; then the broker audits
 //! its books while running and must find them balanced.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use millicent_client::protocol::{self, connect};
+use millicent_client::ClientError;
+use millicent_client::protocol::{self, PreparedExchange, connect};
 use millicent_core::{Amount, CustomerSecret, Scrip, VendorName};
 use millicent_proto as wire;
 use millicent_proto::broker_service_client::BrokerServiceClient;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// Where and how hard to push.
@@ -42,6 +45,108 @@ pub struct ExchangePlan {
     pub value: Amount,
     /// Set to end early.
     pub stop: Arc<AtomicBool>,
+    /// Exchange on `ExchangeStream` calls (one per channel) instead of one
+    /// unary `Exchange` call per exchange.
+    pub stream: bool,
+}
+
+/// How a customer's exchanges travel.
+#[derive(Clone)]
+enum Exchanger {
+    Unary(BrokerServiceClient<Channel>),
+    Stream(Arc<ExchangeStream>),
+}
+
+impl Exchanger {
+    async fn exchange(
+        &mut self,
+        scrip: &Scrip,
+        secret: &CustomerSecret,
+        vendor: &VendorName,
+        value: Amount,
+    ) -> Result<protocol::Exchanged, ClientError> {
+        match self {
+            Exchanger::Unary(client) => {
+                protocol::exchange(client, scrip, secret, vendor, value).await
+            }
+            Exchanger::Stream(stream) => {
+                let prepared = PreparedExchange::new(scrip, secret, vendor, value)?;
+                let reply = stream.send(prepared.request().clone()).await?;
+                prepared.check(secret, &reply)
+            }
+        }
+    }
+}
+
+/// Replies awaited on a stream, by sequence number.
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<wire::ExchangeStreamReply>>>>;
+
+/// One `ExchangeStream` call shared by many customers.
+struct ExchangeStream {
+    requests: mpsc::Sender<wire::ExchangeStreamRequest>,
+    waiting: Waiting,
+    next: AtomicU64,
+}
+
+impl ExchangeStream {
+    async fn open(client: &mut BrokerServiceClient<Channel>) -> anyhow::Result<ExchangeStream> {
+        let (requests, outgoing) = mpsc::channel(1024);
+        let mut replies = client
+            .exchange_stream(ReceiverStream::new(outgoing))
+            .await
+            .context("opening an exchange stream")?
+            .into_inner();
+        let waiting: Waiting = Arc::default();
+        let dispatch = waiting.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(reply)) = replies.message().await {
+                let waiter = dispatch
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&reply.sequence);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(reply);
+                }
+            }
+        });
+        Ok(ExchangeStream {
+            requests,
+            waiting,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    async fn send(
+        &self,
+        exchange: wire::ExchangeRequest,
+    ) -> Result<wire::ExchangeReply, ClientError> {
+        let sequence = self.next.fetch_add(1, Ordering::Relaxed);
+        let (waiter, answer) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(sequence, waiter);
+        let broken = || ClientError::Rpc {
+            code: tonic::Code::Unavailable,
+            message: "the exchange stream broke".to_owned(),
+        };
+        let element = wire::ExchangeStreamRequest {
+            sequence,
+            exchange: Some(exchange),
+        };
+        self.requests.send(element).await.map_err(|_| broken())?;
+        match answer.await.map_err(|_| broken())?.result {
+            Some(wire::exchange_stream_reply::Result::Reply(reply)) => Ok(reply),
+            Some(wire::exchange_stream_reply::Result::Refusal(refusal)) => {
+                Err(ClientError::Refused {
+                    reason: refusal.reason,
+                    code: tonic::Code::from(refusal.code as i32),
+                    message: refusal.message,
+                })
+            }
+            None => Err(broken()),
+        }
+    }
 }
 
 /// What the run measured.
@@ -83,6 +188,8 @@ pub struct ExchangeReport {
     pub customers: usize,
     /// Vendor whose scrip was bought.
     pub vendor: String,
+    /// `unary` (one call per exchange) or `stream` (`ExchangeStream`).
+    pub mode: String,
 }
 
 impl ExchangeReport {
@@ -153,8 +260,8 @@ impl ExchangeReport {
             },
         );
         line(
-            "customers, shards used",
-            format!("{}, {}", self.customers, self.shards_used),
+            "customers, shards, mode",
+            format!("{}, {}, {}", self.customers, self.shards_used, self.mode),
         );
         out
     }
@@ -209,9 +316,18 @@ pub async fn run(plan: &ExchangePlan) -> anyhow::Result<ExchangeReport> {
     let exchanged = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + plan.duration;
+    let mut exchangers = Vec::with_capacity(channels.len());
+    for channel in &channels {
+        let mut client = BrokerServiceClient::new(channel.clone());
+        exchangers.push(if plan.stream {
+            Exchanger::Stream(Arc::new(ExchangeStream::open(&mut client).await?))
+        } else {
+            Exchanger::Unary(client)
+        });
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (index, customer) in customers.into_iter().enumerate() {
-        let client = BrokerServiceClient::new(channels[index % channels.len()].clone());
+        let client = exchangers[index % exchangers.len()].clone();
         let (vendor, exchanged, stop) = (vendor.clone(), exchanged.clone(), plan.stop.clone());
         let value = plan.value;
         tasks.spawn(async move {
@@ -269,6 +385,7 @@ pub async fn run(plan: &ExchangePlan) -> anyhow::Result<ExchangeReport> {
         duration_secs: seconds,
         customers: plan.customers,
         vendor: vendor.to_string(),
+        mode: if plan.stream { "stream" } else { "unary" }.to_owned(),
     })
 }
 
@@ -304,7 +421,7 @@ struct Outcome {
 }
 
 async fn exchange_until(
-    mut client: BrokerServiceClient<Channel>,
+    mut client: Exchanger,
     customer: Customer,
     vendor: &VendorName,
     value: Amount,
@@ -322,7 +439,7 @@ async fn exchange_until(
     let mut refused = None;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
-        match protocol::exchange(&mut client, &scrip, &secret, vendor, value).await {
+        match client.exchange(&scrip, &secret, vendor, value).await {
             Ok(done) => {
                 latency_us.saturating_record(sent.elapsed().as_micros() as u64);
                 exchanged.fetch_add(1, Ordering::Relaxed);

@@ -77,6 +77,11 @@ struct ExchangeArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     value: u64,
 
+    /// Exchange on streams (`ExchangeStream`, one per connection) instead
+    /// of one unary call per exchange.
+    #[arg(long)]
+    stream: bool,
+
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -313,6 +318,7 @@ async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
         duration: Duration::from_secs(args.duration),
         value: Amount::new(args.value),
         stop: Default::default(),
+        stream: args.stream,
     };
     let stop = plan.stop.clone();
     tokio::spawn(async move {

@@ -43,6 +43,7 @@
 //! - `books`: the double-entry journal and balances;
 //! - `accounts`: balances, history, credit references and call replies;
 //! - `exchange`: the exchange of broker scrip for vendor scrip;
+//! - `stream`: many exchanges on one `ExchangeStream` call;
 //! - `refund`: refunds of broker scrip and renewals of expired vendor scrip;
 //! - `licences`: licences from vendor nodes, and minting under them;
 //! - `warehouse`: blocks of vendor scrip bought and resold;
@@ -100,6 +101,7 @@ mod server;
 mod service;
 mod settlement;
 mod shard;
+mod stream;
 mod telemetry;
 mod warehouse;
 

@@ -31,8 +31,9 @@ use crate::service::{Broker, BrokerState};
 use crate::shard::Shard;
 use crate::{BrokerError, telemetry, unix_now};
 
-/// Longest time a call may take before it is cancelled.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time a call (or one exchange on a stream) may take before it is
+/// cancelled.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Calls one connection may have in flight; more are shed.
 const CALLS_PER_CONNECTION: usize = 4096;
 /// Largest request accepted; the largest valid one (an exchange) is about

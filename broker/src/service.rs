@@ -26,7 +26,7 @@ use crate::links::BrokerLinks;
 use crate::settlement::{Counterparty, Direction};
 use crate::shard::Shard;
 use crate::telemetry::{self, ScripKind};
-use crate::{BrokerError, audit, auth, convert, exchange, network, refund, unix_now};
+use crate::{BrokerError, audit, auth, convert, exchange, network, refund, stream, unix_now};
 
 /// Everything a running broker holds.
 pub(crate) struct BrokerState {
@@ -276,6 +276,17 @@ impl Broker {
         exchange::exchange(&self.state, shard, payment).await
     }
 
+    /// An exchange as the unary call makes it, counted and timed: what each
+    /// element of an exchange stream goes through.
+    pub(crate) async fn observed_exchange(
+        &self,
+        request: proto::ExchangeRequest,
+    ) -> Result<proto::ExchangeReply, Status> {
+        observe("exchange", Broker::exchange(self, request))
+            .await
+            .map(Response::into_inner)
+    }
+
     async fn refund(
         &self,
         request: proto::RefundRequest,
@@ -435,6 +446,19 @@ impl BrokerService for Broker {
         request: Request<proto::ExchangeRequest>,
     ) -> Result<Response<proto::ExchangeReply>, Status> {
         observe("exchange", Broker::exchange(self, request.into_inner())).await
+    }
+
+    type ExchangeStreamStream = stream::Replies;
+
+    async fn exchange_stream(
+        &self,
+        request: Request<tonic::Streaming<proto::ExchangeStreamRequest>>,
+    ) -> Result<Response<Self::ExchangeStreamStream>, Status> {
+        Ok(Response::new(stream::serve(
+            self.clone(),
+            request.into_inner(),
+            crate::server::CALL_TIMEOUT,
+        )))
     }
 
     async fn get_account(

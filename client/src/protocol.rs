@@ -534,65 +534,109 @@ pub async fn exchange(
     vendor: &VendorName,
     value: Amount,
 ) -> Result<Exchanged, ClientError> {
-    let order = ExchangeRequest {
-        vendor: vendor.clone(),
-        value,
-    }
-    .encode();
-    let payment = Payment::prepare(
-        broker_scrip.clone(),
-        broker_secret,
-        Variant::Secure,
-        &order,
-        &random_nonce(broker_scrip.suite()),
-    )
-    .map_err(prepare_error)?;
-    let request = wire::ExchangeRequest {
-        broker_scrip: Some(scrip_to_wire(broker_scrip)),
-        request: payment.request.clone(),
-        request_stamp: stamp_bytes(&payment),
-    };
+    let prepared = PreparedExchange::new(broker_scrip, broker_secret, vendor, value)?;
     let reply = routed(client, |mut client| {
-        let request = request.clone();
+        let request = prepared.request.clone();
         async move { client.exchange(request).await }
     })
     .await?;
+    prepared.check(broker_secret, &reply)
+}
 
-    let vendor_scrip = scrip_from_wire(required(
-        reply.vendor_scrip.as_ref(),
-        "Exchange",
-        "vendor scrip",
-    )?)?;
-    let checked = PaymentReply {
-        goods: exchange::exchange_goods(&vendor_scrip, &reply.sealed_customer_secret),
-        change: reply.change.as_ref().map(scrip_from_wire).transpose()?,
-        reply_stamp: optional_stamp(broker_scrip.suite(), "reply stamp", &reply.reply_stamp)?,
-        price: Amount::new(reply.price),
-    };
-    checked.open(&payment, broker_secret)?;
-    let vendor_secret = exchange::open_customer_secret(
-        broker_scrip.suite(),
-        broker_secret,
-        &reply.sealed_customer_secret,
-        vendor_scrip.suite(),
-    )?;
+/// An exchange ready to send, and what its reply must be: for sending
+/// exchanges another way than [`exchange`] (many on one `ExchangeStream`).
+#[derive(Debug)]
+pub struct PreparedExchange {
+    payment: Payment,
+    request: wire::ExchangeRequest,
+    vendor: VendorName,
+    value: Amount,
+}
 
-    let body = vendor_scrip.body();
-    if body.vendor != *vendor || body.value != value {
-        return Err(ClientError::BadReply {
-            call: "Exchange",
-            detail: format!(
-                "carries scrip worth {} for {}, not {value} for {vendor}",
-                body.value, body.vendor
-            ),
-        });
+impl PreparedExchange {
+    /// Prepares the exchange of `broker_scrip` for `value` of `vendor`'s
+    /// scrip.
+    pub fn new(
+        broker_scrip: &Scrip,
+        broker_secret: &CustomerSecret,
+        vendor: &VendorName,
+        value: Amount,
+    ) -> Result<PreparedExchange, ClientError> {
+        let order = ExchangeRequest {
+            vendor: vendor.clone(),
+            value,
+        }
+        .encode();
+        let payment = Payment::prepare(
+            broker_scrip.clone(),
+            broker_secret,
+            Variant::Secure,
+            &order,
+            &random_nonce(broker_scrip.suite()),
+        )
+        .map_err(prepare_error)?;
+        let request = wire::ExchangeRequest {
+            broker_scrip: Some(scrip_to_wire(broker_scrip)),
+            request: payment.request.clone(),
+            request_stamp: stamp_bytes(&payment),
+        };
+        Ok(PreparedExchange {
+            payment,
+            request,
+            vendor: vendor.clone(),
+            value,
+        })
     }
-    Ok(Exchanged {
-        vendor_scrip,
-        vendor_secret,
-        change: checked.change,
-        price: checked.price,
-    })
+
+    /// The request to send.
+    pub fn request(&self) -> &wire::ExchangeRequest {
+        &self.request
+    }
+
+    /// Checks the broker's reply (reply stamp, change, the vendor scrip and
+    /// its sealed secret) and opens it.
+    pub fn check(
+        &self,
+        broker_secret: &CustomerSecret,
+        reply: &wire::ExchangeReply,
+    ) -> Result<Exchanged, ClientError> {
+        let broker_scrip = &self.payment.scrip;
+        let vendor_scrip = scrip_from_wire(required(
+            reply.vendor_scrip.as_ref(),
+            "Exchange",
+            "vendor scrip",
+        )?)?;
+        let checked = PaymentReply {
+            goods: exchange::exchange_goods(&vendor_scrip, &reply.sealed_customer_secret),
+            change: reply.change.as_ref().map(scrip_from_wire).transpose()?,
+            reply_stamp: optional_stamp(broker_scrip.suite(), "reply stamp", &reply.reply_stamp)?,
+            price: Amount::new(reply.price),
+        };
+        checked.open(&self.payment, broker_secret)?;
+        let vendor_secret = exchange::open_customer_secret(
+            broker_scrip.suite(),
+            broker_secret,
+            &reply.sealed_customer_secret,
+            vendor_scrip.suite(),
+        )?;
+
+        let body = vendor_scrip.body();
+        if body.vendor != self.vendor || body.value != self.value {
+            return Err(ClientError::BadReply {
+                call: "Exchange",
+                detail: format!(
+                    "carries scrip worth {} for {}, not {} for {}",
+                    body.value, body.vendor, self.value, self.vendor
+                ),
+            });
+        }
+        Ok(Exchanged {
+            vendor_scrip,
+            vendor_secret,
+            change: checked.change,
+            price: checked.price,
+        })
+    }
 }
 
 /// A refund of broker scrip into an account.

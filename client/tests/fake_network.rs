@@ -500,6 +500,17 @@ impl BrokerService for FakeBroker {
         }))
     }
 
+    type ExchangeStreamStream = tonic::codegen::BoxStream<wire::ExchangeStreamReply>;
+
+    async fn exchange_stream(
+        &self,
+        _: Request<tonic::Streaming<wire::ExchangeStreamRequest>>,
+    ) -> Result<Response<Self::ExchangeStreamStream>, Status> {
+        Err(Status::unimplemented(
+            "the wallet does not stream exchanges",
+        ))
+    }
+
     async fn refund(
         &self,
         _: Request<wire::RefundRequest>,
