@@ -126,7 +126,7 @@ pub(crate) async fn buy(
 
 /// What another broker sold, if it is what was asked for at an acceptable
 /// price.
-fn check_bought(
+pub(crate) fn check_bought(
     reply: proto::PeerExchangeReply,
     broker: &VendorName,
     vendor: &VendorName,

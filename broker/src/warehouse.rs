@@ -343,7 +343,7 @@ impl Warehouse {
 }
 
 /// The pieces of `block` if it is what was asked for.
-fn check_block(
+pub(crate) fn check_block(
     block: &proto::ScripBlock,
     vendor: &VendorName,
     settings: Warehousing,
