@@ -2,10 +2,14 @@
 //!
 //! Safety critical: these are the broker's accounts of money. Every
 //! operation that moves value is one [`Transaction`] whose postings sum to
-//! zero, written to the journal in the same atomic write as the state it
-//! describes (a balance, a spent piece of broker scrip, a sold warehouse
-//! piece), and committed before the reply. The books therefore never show
-//! what did not happen, nor miss what did, across any crash.
+//! zero, written to the journal together with the state it describes (a
+//! balance, a spent piece of broker scrip, a sold warehouse piece), and
+//! committed before the reply. Most operations write the entry and that
+//! state in one atomic write; an exchange, the operation that must be
+//! cheapest, writes them in an order that lets the shard recognise and
+//! undo, when it opens, an exchange a crash cut short (see
+//! `exchange::happened`). The books therefore never show what did not
+//! happen, nor miss what did, across any crash.
 //!
 //! # Accounts
 //!
