@@ -199,8 +199,17 @@ pub(crate) async fn exchange(
         });
     };
     let fee = state.settings.exchange_fee;
-    // Refused before anything is bought: the cheapest the price can be.
-    verified.change_value(wanted.value.checked_add(fee)?)?;
+    // Refused before anything is bought: the dearest the price can be,
+    // with the most another broker may charge on top, so that a piece
+    // bought from it is never left unpaid for by a scrip worth too little.
+    let most_extra = match source {
+        Source::Broker(seller) => state
+            .settings
+            .broker(seller)
+            .map_or(Amount::ZERO, |seller| seller.max_fee),
+        Source::Licence(_) | Source::Warehouse(_) => Amount::ZERO,
+    };
+    verified.change_value(wanted.value.checked_add(fee)?.checked_add(most_extra)?)?;
 
     // Spent scrip is answered from the reply record (or refused) without
     // supplying anything, so it needs no licence, stock or other broker: a

@@ -248,6 +248,36 @@ async fn a_customer_of_one_broker_pays_a_vendor_only_the_other_serves() {
         0
     );
 
+    // Scrip that covers the value and A's fee but not the most B may
+    // charge is refused before A buys anything, so neither broker's books
+    // show a purchase the other's do not.
+    let short = protocol::buy_broker_scrip(
+        &mut client,
+        info.suite,
+        account,
+        key.expose_bytes(),
+        Amount::new(102),
+    )
+    .await
+    .unwrap();
+    let refused = protocol::exchange(
+        &mut client,
+        &short.scrip,
+        &short.secret,
+        &news,
+        Amount::new(100),
+    )
+    .await;
+    assert_eq!(refused.unwrap_err().reason(), Some("insufficient_value"));
+    assert_eq!(
+        broker_line(&settlement(&mut a_ops).await, BROKER_B).balance,
+        0
+    );
+    assert_eq!(
+        broker_line(&settlement(&mut b_ops).await, BROKER_A).balance,
+        0
+    );
+
     assert_live_audit_clean(&mut a_ops).await;
     assert_live_audit_clean(&mut b_ops).await;
     broker_a.shutdown().await.unwrap();
