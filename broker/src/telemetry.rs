@@ -77,7 +77,8 @@ pub(crate) fn describe() {
     );
     describe_gauge!(
         LEDGER_BALANCE,
-        "Balance of the books by shard and account class, smallest units, debits positive          (so owed amounts such as customer balances are negative)"
+        "Balance of the books by shard and account class, smallest units, debits positive \
+         (so owed amounts such as customer balances are negative)"
     );
     describe_counter!(REPORTS, "Redemption reports recorded, by vendor");
     describe_counter!(
@@ -105,6 +106,10 @@ pub(crate) fn describe() {
     describe_counter!(
         "millicent_broker_flushes_total",
         "Flushes of a shard's store"
+    );
+    describe_counter!(
+        "millicent_broker_flush_errors_total",
+        "Flushes of a shard's store that failed"
     );
 }
 
