@@ -731,6 +731,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let config = BrokerConfig::from_toml(include_str!("../../deploy/broker.toml")).unwrap();
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.renewal_grace_secs, 86_400);
+        assert_eq!(
+            settings.vendors[0].source,
+            Source::Licence(Contract::Redeemed)
+        );
+    }
+
+    #[test]
     fn a_full_file_parses() {
         let config = BrokerConfig::from_toml(
             r#"
