@@ -17,17 +17,20 @@
 // A test: any surprise should stop it at once, with the value in the message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../vendor-node/tests/common/process.rs"]
+mod process;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use millicent_proto as proto;
 use millicent_proto::broker_service_client::BrokerServiceClient;
+use process::{ServiceProcess, free_port};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use support::*;
@@ -46,53 +49,20 @@ const RETRY_LIMIT: Duration = Duration::from_secs(30);
 /// Exchanges go on this long after the last restart.
 const RUN_AFTER_LAST_RESTART: Duration = Duration::from_millis(500);
 
-/// The broker as a child process, killed when dropped so that a failing
-/// test leaves nothing running.
-struct BrokerProcess {
-    child: Child,
-}
-
-impl BrokerProcess {
-    fn start(config: &Path) -> BrokerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_millicent-broker"))
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .env_remove("MILLICENT_BROKER_LISTEN")
-            .env_remove("MILLICENT_BROKER_DATA_DIR")
-            .env_remove("MILLICENT_BROKER_METRICS_LISTEN")
-            .env_remove("MILLICENT_OPERATOR_TOKEN")
-            .env_remove("MILLICENT_LICENCE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cannot start millicent-broker");
-        BrokerProcess { child }
-    }
-
-    /// Sends SIGKILL and waits for the process to be gone.
-    fn kill(mut self) {
-        self.child.kill().expect("cannot kill the broker");
-        self.child.wait().expect("cannot wait for the broker");
-    }
-
-    fn check_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the broker exited on its own: {status}");
-        }
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// The broker's binary, configured by its file only.
+fn start_broker(config: &Path) -> ServiceProcess {
+    ServiceProcess::start(
+        "the broker",
+        env!("CARGO_BIN_EXE_millicent-broker"),
+        config,
+        &[
+            "MILLICENT_BROKER_LISTEN",
+            "MILLICENT_BROKER_DATA_DIR",
+            "MILLICENT_BROKER_METRICS_LISTEN",
+            "MILLICENT_OPERATOR_TOKEN",
+            "MILLICENT_LICENCE_TOKEN",
+        ],
+    )
 }
 
 fn write_config(dir: &Path, listen: SocketAddr, vendor: &TestVendor) -> PathBuf {
@@ -131,7 +101,7 @@ fn lazy_client(url: &str) -> Client {
     BrokerServiceClient::new(endpoint.connect_lazy())
 }
 
-async fn wait_serving(broker: &mut BrokerProcess, url: &str) {
+async fn wait_serving(broker: &mut ServiceProcess, url: &str) {
     let deadline = Instant::now() + SERVE_TIMEOUT;
     loop {
         broker.check_running();
@@ -274,7 +244,7 @@ async fn accepted_purchases_survive_kill_9_and_the_books_balance() {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let url = format!("http://{listen}");
     let config = write_config(dir.path(), listen, &vendor);
-    let mut broker = BrokerProcess::start(&config);
+    let mut broker = start_broker(&config);
     wait_serving(&mut broker, &url).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -285,7 +255,7 @@ async fn accepted_purchases_survive_kill_9_and_the_books_balance() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..=900))).await;
         broker.check_running();
         broker.kill();
-        broker = BrokerProcess::start(&config);
+        broker = start_broker(&config);
         wait_serving(&mut broker, &url).await;
     }
     tokio::time::sleep(RUN_AFTER_LAST_RESTART).await;
