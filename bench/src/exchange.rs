@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::report::{Latency, Table};
+
 /// Where and how hard to push.
 #[derive(Clone, Debug)]
 pub struct ExchangePlan {
@@ -160,16 +162,9 @@ pub struct ExchangeReport {
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Exchanges per second of the exchanging phase.
     pub exchanges_per_second: f64,
-    /// Latency percentiles of exchanges, in milliseconds.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// 99.9th percentile.
-    pub p999_ms: f64,
-    /// Slowest exchange.
-    pub max_ms: f64,
+    /// Latency percentiles of exchanges.
+    #[serde(flatten)]
+    pub latency: Latency,
     /// Replays of spent broker scrip tried after the run.
     pub replays_attempted: u64,
     /// Replays refused as double spends, as they must be.
@@ -217,38 +212,25 @@ impl ExchangeReport {
 
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
-        let mut out = String::new();
-        let mut line = |label: &str, value: String| {
-            out.push_str(&format!("  {label:<24} {value}\n"));
-        };
-        line("exchanges", self.exchanges.to_string());
-        line("exchanges refused", self.rejected.to_string());
+        let mut table = Table::default();
+        table.line("exchanges", self.exchanges.to_string());
+        table.line("exchanges refused", self.rejected.to_string());
         for (reason, count) in &self.rejected_by_reason {
-            line(&format!("  {reason}"), count.to_string());
+            table.line(&format!("  {reason}"), count.to_string());
         }
-        line(
+        table.line(
             "exchanges per second",
             format!("{:.0}", self.exchanges_per_second),
         );
-        line(
-            "latency p50/p90/p99",
-            format!(
-                "{:.2} / {:.2} / {:.2} ms",
-                self.p50_ms, self.p90_ms, self.p99_ms
-            ),
-        );
-        line(
-            "latency p99.9/max",
-            format!("{:.2} / {:.2} ms", self.p999_ms, self.max_ms),
-        );
-        line(
+        table.latency(&self.latency);
+        table.line(
             "replays of spent scrip",
             format!(
                 "{} tried: {} refused as double spends",
                 self.replays_attempted, self.replays_refused
             ),
         );
-        line(
+        table.line(
             "audit",
             if self.audit_clean {
                 format!("clean, {} transactions", self.audited_transactions)
@@ -259,11 +241,11 @@ impl ExchangeReport {
                 )
             },
         );
-        line(
+        table.line(
             "customers, shards, mode",
             format!("{}, {}, {}", self.customers, self.shards_used, self.mode),
         );
-        out
+        table.finish()
     }
 }
 
@@ -364,18 +346,13 @@ pub async fn run(plan: &ExchangePlan) -> anyhow::Result<ExchangeReport> {
 
     let audit = audit(&channels[0], &plan.operator_token).await?;
     let exchanges = exchanged.load(Ordering::Relaxed);
-    let ms = |quantile: f64| latency_us.value_at_quantile(quantile) as f64 / 1000.0;
     let seconds = elapsed.as_secs_f64().max(1e-9);
     Ok(ExchangeReport {
         exchanges,
         rejected: reasons.values().sum(),
         rejected_by_reason: reasons,
         exchanges_per_second: (exchanges as f64 / seconds * 10.0).round() / 10.0,
-        p50_ms: ms(0.50),
-        p90_ms: ms(0.90),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-        max_ms: latency_us.max() as f64 / 1000.0,
+        latency: Latency::of(&latency_us),
         replays_attempted: firsts.len() as u64,
         replays_refused: refused,
         audit_clean: audit.clean,

@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -214,15 +216,7 @@ fn main() -> ExitCode {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let local = match (&args.broker, &args.vendor, &args.operator_token) {
         (Some(_), Some(_), Some(_)) => None,
-        _ => {
-            install_metrics(args.metrics_listen)?;
-            let network = network::LocalNetwork::start(args.data_dir.clone()).await?;
-            println!("broker       {}", network.broker_url());
-            println!("vendor node  {}", network.vendor_url());
-            println!("metrics      http://{}/metrics", args.metrics_listen);
-            println!("storage      {}", network.data_dir().display());
-            Some(network)
-        }
+        _ => Some(start_local(args.data_dir.clone(), 1, args.metrics_listen).await?),
     };
     let plan = load::LoadPlan {
         broker: args
@@ -249,14 +243,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         stream: args.stream,
     };
 
-    // Ctrl-C ends the paying early; the summary and the clean-up still run.
-    let stop = plan.stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping early ...");
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    stop_on_ctrl_c(plan.stop.clone());
 
     let result = load::run(&plan).await;
     if let Some(network) = local {
@@ -266,41 +253,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mode = if plan.stream { "stream" } else { "unary" };
     let report = report::Report::new(&result, plan.customers, plan.variant.name(), mode);
-    println!("\n{}", report.table());
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("writing the report to {}", path.display()))?;
-        println!("report written to {}", path.display());
-    }
-    let problems = report.problems();
-    for problem in &problems {
-        eprintln!("error: {problem}");
-    }
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    conclude(
+        &report.table(),
+        &report,
+        args.report.as_deref(),
+        &report.problems(),
+    )
 }
 
 async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
     let local = match (&args.broker, &args.operator_token) {
         (Some(_), Some(_)) => None,
-        _ => {
-            install_metrics(args.metrics_listen)?;
-            let network =
-                network::LocalNetwork::start_with(args.data_dir.clone(), args.shards).await?;
-            println!(
-                "broker       {} ({} shards)",
-                network.broker_url(),
-                args.shards
-            );
-            println!("vendor node  {}", network.vendor_url());
-            println!("metrics      http://{}/metrics", args.metrics_listen);
-            println!("storage      {}", network.data_dir().display());
-            Some(network)
-        }
+        _ => Some(start_local(args.data_dir.clone(), args.shards, args.metrics_listen).await?),
     };
     let plan = exchange::ExchangePlan {
         broker: args
@@ -320,28 +284,67 @@ async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
         stop: Default::default(),
         stream: args.stream,
     };
-    let stop = plan.stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping early ...");
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    stop_on_ctrl_c(plan.stop.clone());
 
     let result = exchange::run(&plan).await;
     if let Some(network) = local {
         network.shutdown().await?;
     }
     let report = result?;
-    println!("\n{}", report.table());
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
+    conclude(
+        &report.table(),
+        &report,
+        args.report.as_deref(),
+        &report.problems(),
+    )
+}
+
+/// Starts the in-process network, its broker keeping `shards` shards, and
+/// says where its parts are.
+async fn start_local(
+    data_dir: Option<PathBuf>,
+    shards: u8,
+    metrics_listen: SocketAddr,
+) -> anyhow::Result<network::LocalNetwork> {
+    install_metrics(metrics_listen)?;
+    let network = network::LocalNetwork::start_with(data_dir, shards).await?;
+    if shards > 1 {
+        println!("broker       {} ({shards} shards)", network.broker_url());
+    } else {
+        println!("broker       {}", network.broker_url());
+    }
+    println!("vendor node  {}", network.vendor_url());
+    println!("metrics      http://{metrics_listen}/metrics");
+    println!("storage      {}", network.data_dir().display());
+    Ok(network)
+}
+
+/// Ends the run early on Ctrl-C; the summary and the clean-up still run.
+fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping early ...");
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Prints the summary `table`, writes `report` as JSON to `path` if asked,
+/// and fails the run if there are `problems`.
+fn conclude(
+    table: &str,
+    report: &impl serde::Serialize,
+    path: Option<&Path>,
+    problems: &[String],
+) -> anyhow::Result<ExitCode> {
+    println!("\n{table}");
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(report)?;
         std::fs::write(path, json + "\n")
             .with_context(|| format!("writing the report to {}", path.display()))?;
         println!("report written to {}", path.display());
     }
-    let problems = report.problems();
-    for problem in &problems {
+    for problem in problems {
         eprintln!("error: {problem}");
     }
     Ok(if problems.is_empty() {
