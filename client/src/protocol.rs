@@ -543,6 +543,23 @@ pub async fn exchange(
     prepared.check(broker_secret, &reply)
 }
 
+/// A secure-variant payment to the broker in `broker_scrip`, with `order`
+/// as its request.
+fn pay_broker(
+    broker_scrip: &Scrip,
+    broker_secret: &CustomerSecret,
+    order: &[u8],
+) -> Result<Payment, ClientError> {
+    Payment::prepare(
+        broker_scrip.clone(),
+        broker_secret,
+        Variant::Secure,
+        order,
+        &random_nonce(broker_scrip.suite()),
+    )
+    .map_err(prepare_error)
+}
+
 /// An exchange ready to send, and what its reply must be: for sending
 /// exchanges another way than [`exchange`] (many on one `ExchangeStream`).
 #[derive(Debug)]
@@ -567,14 +584,7 @@ impl PreparedExchange {
             value,
         }
         .encode();
-        let payment = Payment::prepare(
-            broker_scrip.clone(),
-            broker_secret,
-            Variant::Secure,
-            &order,
-            &random_nonce(broker_scrip.suite()),
-        )
-        .map_err(prepare_error)?;
+        let payment = pay_broker(broker_scrip, broker_secret, &order)?;
         let request = wire::ExchangeRequest {
             broker_scrip: Some(scrip_to_wire(broker_scrip)),
             request: payment.request.clone(),
@@ -662,14 +672,7 @@ pub async fn refund(
     account_id: u64,
 ) -> Result<Refunded, ClientError> {
     let order = millicent_core::broker::RefundRequest { account_id }.encode();
-    let payment = Payment::prepare(
-        broker_scrip.clone(),
-        broker_secret,
-        Variant::Secure,
-        &order,
-        &random_nonce(broker_scrip.suite()),
-    )
-    .map_err(prepare_error)?;
+    let payment = pay_broker(broker_scrip, broker_secret, &order)?;
     let request = wire::RefundRequest {
         broker_scrip: Some(scrip_to_wire(broker_scrip)),
         request: payment.request.clone(),
