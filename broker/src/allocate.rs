@@ -149,11 +149,7 @@ pub(crate) fn forget_series(
 }
 
 fn allocator_key(kind: u8, issuer: &VendorName, number: &[u8]) -> Vec<u8> {
-    let name = issuer.as_str().as_bytes();
-    let mut key = Vec::with_capacity(2 + name.len() + number.len());
-    key.push(kind);
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
+    let mut key = crate::shard::name_key(&[kind], issuer, number.len());
     key.extend_from_slice(number);
     key
 }

@@ -36,18 +36,24 @@ pub(crate) struct Purchase {
     pub(crate) amount: Amount,
 }
 
-pub(crate) fn credit_from_wire(request: proto::CreditRequest) -> Result<Credit, BrokerError> {
-    if request.reference.is_empty() {
+/// An operator's reference: 1 to `MAX_REFERENCE_LEN` bytes.
+fn check_reference(reference: &str) -> Result<(), BrokerError> {
+    if reference.is_empty() {
         return Err(invalid("reference", "must not be empty"));
     }
-    if request.reference.len() > MAX_REFERENCE_LEN {
+    if reference.len() > MAX_REFERENCE_LEN {
         return Err(millicent_core::Error::TooLarge {
             what: "reference",
-            actual: request.reference.len(),
+            actual: reference.len(),
             max: MAX_REFERENCE_LEN,
         }
         .into());
     }
+    Ok(())
+}
+
+pub(crate) fn credit_from_wire(request: proto::CreditRequest) -> Result<Credit, BrokerError> {
+    check_reference(&request.reference)?;
     Ok(Credit {
         account_id: request.account_id,
         amount: entry_amount("amount", request.amount)?,
@@ -197,17 +203,7 @@ pub(crate) fn payout_from_wire(request: proto::PayoutRequest) -> Result<Payout, 
         Ok(proto::PayoutDirection::Receive) => Direction::Receive,
         _ => return Err(invalid("direction", "must be PAY or RECEIVE")),
     };
-    if request.reference.is_empty() {
-        return Err(invalid("reference", "must not be empty"));
-    }
-    if request.reference.len() > MAX_REFERENCE_LEN {
-        return Err(millicent_core::Error::TooLarge {
-            what: "reference",
-            actual: request.reference.len(),
-            max: MAX_REFERENCE_LEN,
-        }
-        .into());
-    }
+    check_reference(&request.reference)?;
     Ok(Payout {
         shard,
         counterparty: VendorName::new(&request.counterparty)?,

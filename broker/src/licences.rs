@@ -452,11 +452,7 @@ impl Licences {
 }
 
 fn vendor_prefix(vendor: &VendorName) -> Vec<u8> {
-    let name = vendor.as_str().as_bytes();
-    let mut key = LICENCE_PREFIX.to_vec();
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
-    key
+    crate::shard::name_key(LICENCE_PREFIX, vendor, 4)
 }
 
 fn licence_key(vendor: &VendorName, series: u32) -> Vec<u8> {

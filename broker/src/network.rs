@@ -320,10 +320,7 @@ fn stored_sale(shard: &Shard, key: &[u8]) -> Result<Option<proto::PeerExchangeRe
 }
 
 fn sale_key(buyer: &VendorName, request_id: &[u8; 16]) -> Vec<u8> {
-    let name = buyer.as_str().as_bytes();
-    let mut key = Vec::with_capacity(1 + name.len() + 16);
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
+    let mut key = crate::shard::name_key(&[], buyer, request_id.len());
     key.extend_from_slice(request_id);
     key
 }
@@ -338,26 +335,30 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
-    fn reply(value: u64, price: u64, secret_len: usize) -> proto::PeerExchangeReply {
-        let vendor = VendorName::new("news.example").unwrap();
+    /// Scrip of `vendor` worth `value` with ID# `id`, expiring at NOW + 100.
+    fn minted(vendor: &str, value: u64, id: ScripId) -> Scrip {
+        let vendor = VendorName::new(vendor).unwrap();
         let mut ring = KeyRing::new(vendor.clone());
         ring.add_series(SeriesKey {
-            series: 4,
+            series: id.series(),
             suite: Suite::Classic,
             expires_at: NOW + 100,
             secret: MasterSecret::new(Suite::Classic, [5; 32]),
         });
-        let scrip = ring
-            .mint(ScripBody {
-                suite: Suite::Classic,
-                vendor,
-                value: Amount::new(value),
-                id: ScripId::new(4, 0),
-                cust_id: CustId::new(1, 1).unwrap(),
-                expires_at: NOW + 100,
-                properties: Properties::default(),
-            })
-            .unwrap();
+        ring.mint(ScripBody {
+            suite: Suite::Classic,
+            vendor,
+            value: Amount::new(value),
+            id,
+            cust_id: CustId::new(1, 1).unwrap(),
+            expires_at: NOW + 100,
+            properties: Properties::default(),
+        })
+        .unwrap()
+    }
+
+    fn reply(value: u64, price: u64, secret_len: usize) -> proto::PeerExchangeReply {
+        let scrip = minted("news.example", value, ScripId::new(4, 0));
         proto::PeerExchangeReply {
             vendor_scrip: Some(convert::scrip_to_wire(&scrip)),
             customer_secret: vec![1; secret_len],
@@ -411,25 +412,7 @@ mod tests {
 
     #[test]
     fn a_request_id_depends_on_the_exchange_only() {
-        let vendor = VendorName::new("broker.local").unwrap();
-        let mut ring = KeyRing::new(vendor.clone());
-        ring.add_series(SeriesKey {
-            series: 1,
-            suite: Suite::Classic,
-            expires_at: NOW + 100,
-            secret: MasterSecret::new(Suite::Classic, [5; 32]),
-        });
-        let scrip = ring
-            .mint(ScripBody {
-                suite: Suite::Classic,
-                vendor,
-                value: Amount::new(10),
-                id: ScripId::new(1, 9),
-                cust_id: CustId::new(1, 1).unwrap(),
-                expires_at: NOW + 100,
-                properties: Properties::default(),
-            })
-            .unwrap();
+        let scrip = minted("broker.local", 10, ScripId::new(1, 9));
         let stamp = Mac::from_slice(&[7; 16]);
         let id = request_id(2, &scrip, &stamp);
         assert_eq!(id, request_id(2, &scrip, &stamp));

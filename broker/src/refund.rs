@@ -77,7 +77,7 @@ pub(crate) async fn refund(
     let reference = format!("refund of broker scrip {}", paid.id());
 
     let mut made: Option<(proto::RefundReply, Transaction)> = None;
-    let outcome = {
+    let reply = {
         let _account = shard.accounts.lock(account_id);
         let _writing = shard.books.writing();
         let outcome = shard
@@ -112,20 +112,7 @@ pub(crate) async fn refund(
                 made = Some((wire, tx));
                 Ok((bytes, writes))
             });
-        // Applied while writers are still held off, so that no checkpoint
-        // sees the entry without its balances.
-        if let (Ok(SpendOutcome::Fresh(_)), Some((_, tx))) = (&outcome, &made) {
-            shard.books.applied(tx);
-        }
-        outcome
-    };
-    let reply = match outcome {
-        Ok(SpendOutcome::Fresh(bytes)) => match made {
-            Some((wire, _)) => wire,
-            None => convert::decode_stored(&bytes, "refund")?,
-        },
-        Ok(SpendOutcome::Retry(bytes)) => convert::decode_stored(&bytes, "refund")?,
-        Err(error) => return Err(spend_error(error, paid.id())),
+        spent_reply(shard, outcome, made, "refund", paid.id())?
     };
     shard.ledger.commit().await?;
     Ok(reply)
@@ -210,7 +197,7 @@ pub(crate) async fn renew(
 
     let mut made: Option<(proto::RenewReply, Transaction)> = None;
     let mut unsold = None;
-    let outcome = {
+    let reply = {
         let _writing = shard.books.writing();
         let outcome = shard
             .spends
@@ -245,35 +232,44 @@ pub(crate) async fn renew(
                 made = Some((wire, tx));
                 Ok((bytes, writes))
             });
-        // Applied while writers are still held off, so that no checkpoint
-        // sees the entry without its balances.
-        if let (Ok(SpendOutcome::Fresh(_)), Some((_, tx))) = (&outcome, &made) {
-            shard.books.applied(tx);
-        }
-        outcome
+        spent_reply(shard, outcome, made, "renewal", id)
     };
     crate::exchange::restock_if_low(state, shard, vendor);
-    let reply = match outcome {
-        Ok(SpendOutcome::Fresh(bytes)) => match made {
-            Some((wire, _)) => wire,
-            None => convert::decode_stored(&bytes, "renewal")?,
-        },
-        Ok(SpendOutcome::Retry(bytes)) => convert::decode_stored(&bytes, "renewal")?,
+    let reply = match reply {
+        Ok(reply) => reply,
         Err(error) => {
             if let Some(piece) = unsold {
                 shard.warehouse.put_back(vendor, piece);
             }
-            return Err(spend_error(error, id));
+            return Err(error);
         }
     };
     shard.ledger.commit().await?;
     Ok(reply)
 }
 
-fn spend_error(error: SpendError<BrokerError>, id: millicent_core::ScripId) -> BrokerError {
-    match error {
-        SpendError::DoubleSpend => BrokerError::DoubleSpend { id },
-        SpendError::Reply(error) => error,
-        SpendError::Storage(error) => error.into(),
+/// The reply of a spend: the one `made` for a fresh spend, whose journal
+/// entry is applied to the books here (call it while writers are held off,
+/// so that no checkpoint sees the entry without its balances), or the one
+/// on record for a retry.
+fn spent_reply<W: Message + Default>(
+    shard: &Shard,
+    outcome: Result<SpendOutcome, SpendError<BrokerError>>,
+    made: Option<(W, Transaction)>,
+    what: &'static str,
+    id: millicent_core::ScripId,
+) -> Result<W, BrokerError> {
+    match outcome {
+        Ok(SpendOutcome::Fresh(bytes)) => match made {
+            Some((wire, tx)) => {
+                shard.books.applied(&tx);
+                Ok(wire)
+            }
+            None => convert::decode_stored(&bytes, what),
+        },
+        Ok(SpendOutcome::Retry(bytes)) => convert::decode_stored(&bytes, what),
+        Err(SpendError::DoubleSpend) => Err(BrokerError::DoubleSpend { id }),
+        Err(SpendError::Reply(error)) => Err(error),
+        Err(SpendError::Storage(error)) => Err(error.into()),
     }
 }

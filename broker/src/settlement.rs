@@ -647,12 +647,7 @@ fn clamp(value: i128) -> i64 {
 }
 
 fn vendor_key(kind: u8, vendor: &VendorName) -> Vec<u8> {
-    let name = vendor.as_str().as_bytes();
-    let mut key = Vec::with_capacity(2 + name.len() + 12);
-    key.push(kind);
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
-    key
+    crate::shard::name_key(&[kind], vendor, 12)
 }
 
 fn series_key(kind: u8, vendor: &VendorName, series: u32) -> Vec<u8> {

@@ -36,6 +36,17 @@ use crate::settlement::Settlement;
 use crate::warehouse::{self, Warehouse};
 use crate::{BrokerError, exchange, unix_now};
 
+/// A key of the shard's tables: `prefix`, then `name` with its length in
+/// one byte (names are at most 64 bytes), with room for `more` bytes.
+pub(crate) fn name_key(prefix: &[u8], name: &VendorName, more: usize) -> Vec<u8> {
+    let name = name.as_str().as_bytes();
+    let mut key = Vec::with_capacity(prefix.len() + 1 + name.len() + more);
+    key.extend_from_slice(prefix);
+    key.push(name.len() as u8);
+    key.extend_from_slice(name);
+    key
+}
+
 /// The table of spent broker scrip and renewed vendor scrip.
 pub(crate) const SPENDS_TABLE: &str = "spends";
 /// The table of replies to other brokers' purchases.

@@ -406,12 +406,7 @@ pub(crate) fn all_pieces(
 }
 
 fn vendor_key(vendor: &VendorName) -> Vec<u8> {
-    let name = vendor.as_str().as_bytes();
-    let mut key = Vec::with_capacity(2 + name.len() + 8);
-    key.push(PIECE_PREFIX);
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
-    key
+    crate::shard::name_key(&[PIECE_PREFIX], vendor, 8)
 }
 
 fn piece_key(vendor: &VendorName, id: ScripId) -> Vec<u8> {

@@ -11,7 +11,7 @@ mod support;
 
 use millicent_broker::{BrokerConfig, BrokerPeerConfig, RunningBroker, VendorConfig};
 use millicent_client::protocol;
-use millicent_core::{Amount, Variant, VendorName};
+use millicent_core::{AccountKey, Amount, Suite, Variant, VendorName};
 use millicent_proto as proto;
 use millicent_vendor::RunningVendor;
 use support::{OPERATOR_TOKEN, assert_live_audit_clean, connect, operator};
@@ -20,6 +20,65 @@ const BROKER_A: &str = "broker-a.example";
 const BROKER_B: &str = "broker-b.example";
 const PEER_TOKEN: &str = "peer-token-between-a-and-b";
 const LICENCE_TOKEN: &str = "vendor-licence-token-0123456789";
+
+/// A customer of the broker at `url`, with an account credited `credit`.
+struct Customer {
+    client: support::Client,
+    suite: Suite,
+    account: u64,
+    key: AccountKey,
+}
+
+impl Customer {
+    async fn open(url: &str, credit: u64) -> Customer {
+        let mut client = protocol::connect_broker(url).await.unwrap();
+        let suite = protocol::broker_info(&mut client).await.unwrap().suite;
+        let (account, key) = protocol::open_account(&mut client, suite).await.unwrap();
+        protocol::credit(
+            &mut client,
+            OPERATOR_TOKEN,
+            account,
+            Amount::new(credit),
+            "d1",
+        )
+        .await
+        .unwrap();
+        Customer {
+            client,
+            suite,
+            account,
+            key,
+        }
+    }
+
+    async fn buy(&mut self, amount: u64) -> protocol::BoughtScrip {
+        protocol::buy_broker_scrip(
+            &mut self.client,
+            self.suite,
+            self.account,
+            self.key.expose_bytes(),
+            Amount::new(amount),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn exchange(
+        &mut self,
+        bought: &protocol::BoughtScrip,
+        vendor: &VendorName,
+        value: u64,
+    ) -> Result<protocol::Exchanged, millicent_client::ClientError> {
+        protocol::exchange(
+            &mut self.client,
+            &bought.scrip,
+            &bought.secret,
+            vendor,
+            Amount::new(value),
+        )
+        .await
+    }
+}
 
 async fn settlement(client: &mut support::Client) -> proto::ShardSettlement {
     let reply = client
@@ -107,33 +166,9 @@ async fn a_customer_of_one_broker_pays_a_vendor_only_the_other_serves() {
     let impostor = RunningBroker::start(start_a("not-the-token", "impostor"))
         .await
         .unwrap();
-    let mut client = protocol::connect_broker(&format!("http://{}", impostor.addr()))
-        .await
-        .unwrap();
-    let info = protocol::broker_info(&mut client).await.unwrap();
-    let (account, key) = protocol::open_account(&mut client, info.suite)
-        .await
-        .unwrap();
-    protocol::credit(&mut client, OPERATOR_TOKEN, account, Amount::new(200), "d1")
-        .await
-        .unwrap();
-    let bought = protocol::buy_broker_scrip(
-        &mut client,
-        info.suite,
-        account,
-        key.expose_bytes(),
-        Amount::new(200),
-    )
-    .await
-    .unwrap();
-    let refused = protocol::exchange(
-        &mut client,
-        &bought.scrip,
-        &bought.secret,
-        &news,
-        Amount::new(100),
-    )
-    .await;
+    let mut customer = Customer::open(&format!("http://{}", impostor.addr()), 200).await;
+    let bought = customer.buy(200).await;
+    let refused = customer.exchange(&bought, &news, 100).await;
     assert_eq!(refused.unwrap_err().reason(), Some("vendor_unavailable"));
     impostor.shutdown().await.unwrap();
 
@@ -141,30 +176,10 @@ async fn a_customer_of_one_broker_pays_a_vendor_only_the_other_serves() {
         .await
         .unwrap();
     let a_url = format!("http://{}", broker_a.addr());
-    let mut client = protocol::connect_broker(&a_url).await.unwrap();
-    let info = protocol::broker_info(&mut client).await.unwrap();
+    let mut customer = Customer::open(&a_url, 1000).await;
+    let info = protocol::broker_info(&mut customer.client).await.unwrap();
     assert!(info.vendors.contains(&news.to_string()));
-    let (account, key) = protocol::open_account(&mut client, info.suite)
-        .await
-        .unwrap();
-    protocol::credit(
-        &mut client,
-        OPERATOR_TOKEN,
-        account,
-        Amount::new(1000),
-        "d1",
-    )
-    .await
-    .unwrap();
-    let bought = protocol::buy_broker_scrip(
-        &mut client,
-        info.suite,
-        account,
-        key.expose_bytes(),
-        Amount::new(500),
-    )
-    .await
-    .unwrap();
+    let bought = customer.buy(500).await;
 
     // A buys from B for the customer: the price is the value, A's fee and B's.
     let prepared =
@@ -251,23 +266,8 @@ async fn a_customer_of_one_broker_pays_a_vendor_only_the_other_serves() {
     // Scrip that covers the value and A's fee but not the most B may
     // charge is refused before A buys anything, so neither broker's books
     // show a purchase the other's do not.
-    let short = protocol::buy_broker_scrip(
-        &mut client,
-        info.suite,
-        account,
-        key.expose_bytes(),
-        Amount::new(102),
-    )
-    .await
-    .unwrap();
-    let refused = protocol::exchange(
-        &mut client,
-        &short.scrip,
-        &short.secret,
-        &news,
-        Amount::new(100),
-    )
-    .await;
+    let short = customer.buy(102).await;
+    let refused = customer.exchange(&short, &news, 100).await;
     assert_eq!(refused.unwrap_err().reason(), Some("insufficient_value"));
     assert_eq!(
         broker_line(&settlement(&mut a_ops).await, BROKER_B).balance,

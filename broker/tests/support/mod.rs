@@ -547,6 +547,18 @@ pub(crate) async fn balance(client: &mut Client, account: &Account) -> u64 {
     statement(client, account).await.balance
 }
 
+/// A secure-variant payment in `held` to the broker, with `request`.
+fn pay_broker(held: &Held, request: &[u8]) -> Payment {
+    Payment::prepare(
+        held.scrip.clone(),
+        &held.secret,
+        Variant::Secure,
+        request,
+        &[],
+    )
+    .unwrap()
+}
+
 /// An exchange of `held` for `value` of `vendor`'s scrip, as sent.
 pub(crate) fn exchange_request(
     held: &Held,
@@ -558,14 +570,7 @@ pub(crate) fn exchange_request(
         value: Amount::new(value),
     }
     .encode();
-    let payment = Payment::prepare(
-        held.scrip.clone(),
-        &held.secret,
-        Variant::Secure,
-        &request,
-        &[],
-    )
-    .unwrap();
+    let payment = pay_broker(held, &request);
     let wire = proto::ExchangeRequest {
         broker_scrip: Some(scrip_to_wire(&held.scrip)),
         request: payment.request.clone(),
@@ -686,14 +691,7 @@ pub(crate) async fn statement_of(client: &mut Client) -> proto::ShardSettlement 
 /// A refund of `held` into `account_id`, as sent.
 pub(crate) fn refund_request(held: &Held, account_id: u64) -> proto::RefundRequest {
     let request = millicent_core::broker::RefundRequest { account_id }.encode();
-    let payment = Payment::prepare(
-        held.scrip.clone(),
-        &held.secret,
-        Variant::Secure,
-        &request,
-        &[],
-    )
-    .unwrap();
+    let payment = pay_broker(held, &request);
     proto::RefundRequest {
         broker_scrip: Some(scrip_to_wire(&held.scrip)),
         request: payment.request,
