@@ -57,12 +57,9 @@ enum Command {
     Exchange(ExchangeArgs),
 }
 
+/// What `demo` and `exchange` share.
 #[derive(clap::Args, Debug)]
-struct ExchangeArgs {
-    /// Seconds of exchanging.
-    #[arg(long, default_value_t = 20)]
-    duration: u64,
-
+struct RunArgs {
     /// Concurrent simulated customers.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     customers: u32,
@@ -70,6 +67,29 @@ struct ExchangeArgs {
     /// gRPC connections the customers share.
     #[arg(long, default_value_t = 4)]
     channels: usize,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Directory for the local network's storage (default: a temporary
+    /// directory removed at exit).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Where the local network serves Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    metrics_listen: SocketAddr,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExchangeArgs {
+    #[command(flatten)]
+    run: RunArgs,
+
+    /// Seconds of exchanging.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
 
     /// Shards of the local broker, all in its one process (1 to 255).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
@@ -84,10 +104,6 @@ struct ExchangeArgs {
     #[arg(long)]
     stream: bool,
 
-    /// Write the summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-
     /// URL of a running broker (needs --operator-token); --shards is then
     /// that broker's business.
     #[arg(long, requires = "operator_token")]
@@ -96,15 +112,6 @@ struct ExchangeArgs {
     /// Operator token of the running broker.
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
-
-    /// Directory for the local network's storage (default: a temporary
-    /// directory removed at exit).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Where the local network serves Prometheus metrics.
-    #[arg(long, default_value = "127.0.0.1:9300")]
-    metrics_listen: SocketAddr,
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,17 +131,12 @@ struct RestartArgs {
 
 #[derive(clap::Args, Debug)]
 struct DemoArgs {
+    #[command(flatten)]
+    run: RunArgs,
+
     /// Seconds of paying.
     #[arg(long, default_value_t = 20)]
     duration: u64,
-
-    /// Concurrent simulated customers.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    customers: u32,
-
-    /// gRPC connections the customers share.
-    #[arg(long, default_value_t = 4)]
-    channels: usize,
 
     /// Payment variant: clear, secure or private.
     #[arg(long, default_value = "secure", value_parser = parse_variant)]
@@ -149,10 +151,6 @@ struct DemoArgs {
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     scrip_value: u64,
 
-    /// Write the summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-
     /// Broker URL of a running network (needs --vendor and --operator-token).
     #[arg(long, requires_all = ["vendor", "operator_token"])]
     broker: Option<String>,
@@ -164,15 +162,6 @@ struct DemoArgs {
     /// Operator token of the running broker, to credit customer accounts.
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
-
-    /// Directory for the local network's storage (default: a temporary
-    /// directory removed at exit).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Where the local network serves Prometheus metrics.
-    #[arg(long, default_value = "127.0.0.1:9300")]
-    metrics_listen: SocketAddr,
 }
 
 fn parse_variant(name: &str) -> Result<Variant, String> {
@@ -216,7 +205,7 @@ fn main() -> ExitCode {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let local = match (&args.broker, &args.vendor, &args.operator_token) {
         (Some(_), Some(_), Some(_)) => None,
-        _ => Some(start_local(args.data_dir.clone(), 1, args.metrics_listen).await?),
+        _ => Some(start_local(args.run.data_dir.clone(), 1, args.run.metrics_listen).await?),
     };
     let plan = load::LoadPlan {
         broker: args
@@ -234,8 +223,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .or(local.as_ref().map(|n| n.operator_token().to_owned()))
             .context("no operator token")?,
-        customers: args.customers as usize,
-        channels: args.channels.max(1),
+        customers: args.run.customers as usize,
+        channels: args.run.channels.max(1),
         duration: Duration::from_secs(args.duration),
         variant: args.variant,
         scrip_value: Amount::new(args.scrip_value),
@@ -256,7 +245,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     conclude(
         &report.table(),
         &report,
-        args.report.as_deref(),
+        args.run.report.as_deref(),
         &report.problems(),
     )
 }
@@ -264,7 +253,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
     let local = match (&args.broker, &args.operator_token) {
         (Some(_), Some(_)) => None,
-        _ => Some(start_local(args.data_dir.clone(), args.shards, args.metrics_listen).await?),
+        _ => Some(
+            start_local(
+                args.run.data_dir.clone(),
+                args.shards,
+                args.run.metrics_listen,
+            )
+            .await?,
+        ),
     };
     let plan = exchange::ExchangePlan {
         broker: args
@@ -277,8 +273,8 @@ async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .or(local.as_ref().map(|n| n.operator_token().to_owned()))
             .context("no operator token")?,
-        customers: args.customers as usize,
-        channels: args.channels.max(1),
+        customers: args.run.customers as usize,
+        channels: args.run.channels.max(1),
         duration: Duration::from_secs(args.duration),
         value: Amount::new(args.value),
         stop: Default::default(),
@@ -294,7 +290,7 @@ async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
     conclude(
         &report.table(),
         &report,
-        args.report.as_deref(),
+        args.run.report.as_deref(),
         &report.problems(),
     )
 }
