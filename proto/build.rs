@@ -4,7 +4,12 @@
 //! nothing beyond the Rust toolchain; a `PROTOC` environment variable wins.
 
 /// Messages with a field that holds a secret in the clear.
-const SECRET_MESSAGES: [&str; 2] = [".millicent.v1.Licence", ".millicent.v1.OpenAccountReply"];
+const SECRET_MESSAGES: [&str; 4] = [
+    ".millicent.v1.Licence",
+    ".millicent.v1.OpenAccountReply",
+    ".millicent.v1.BlockPiece",
+    ".millicent.v1.PeerExchangeReply",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

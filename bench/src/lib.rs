@@ -2,6 +2,7 @@
 //! binary and for end-to-end tests.
 //!
 //! - [`network`] starts a broker and a vendor node in this process;
+//! - [`exchange`] buys vendor scrip from a broker as fast as it answers;
 //! - [`load`] funds simulated customers and runs payments against any network;
 //! - [`report`] summarises a run as a table and as JSON;
 //! - [`restart`] times the restart of a vendor node holding many spent IDs;
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod exchange;
 pub mod load;
 pub mod network;
 pub mod report;

@@ -4,18 +4,21 @@
 //! storage in a temporary directory, funds simulated customers through the
 //! broker, and has them pay the vendor as fast as it answers for a set
 //! time. Given `--broker` and `--vendor`, it drives running services
-//! instead.
+//! instead. `millicent-bench exchange` does the same for purchases of
+//! vendor scrip at the broker.
 
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use millicent_bench::{load, network, report, restart, transport};
+use millicent_bench::{exchange, load, network, report, restart, transport};
 use millicent_core::{Amount, Suite, Variant};
 
 /// Load generator and demo for the Millicent micropayment network.
@@ -40,6 +43,18 @@ enum Command {
     /// Measure how long a vendor node holding many spent IDs takes to serve
     /// again after a restart, and the memory its spent-ID bitmaps use.
     Restart(RestartArgs),
+
+    /// Start a local broker (with one or more shards in its process) and a
+    /// vendor node, or use a running broker, and buy vendor scrip from the
+    /// broker as fast as it answers: exchanges of broker scrip for vendor
+    /// scrip, each made durable before its answer.
+    ///
+    /// Every customer opens an account, is credited, buys broker scrip and
+    /// then exchanges it for vendor scrip over and over, paying each time
+    /// with the change of the last exchange. At the end each customer's
+    /// first (spent) broker scrip is presented again and must be refused,
+    /// and the broker audits its books, which must balance.
+    Exchange(ExchangeArgs),
 
     /// Measure the gRPC ceiling of unary calls here: a local vendor node
     /// (or a running one) answering `GetPrices`, which does no work, from
@@ -70,6 +85,69 @@ struct TransportArgs {
     report: Option<PathBuf>,
 }
 
+/// What `demo` and `exchange` share.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Concurrent simulated customers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    customers: u32,
+
+    /// gRPC connections the customers share.
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Directory for the local network's storage (default: a temporary
+    /// directory removed at exit).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Where the local network serves Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    metrics_listen: SocketAddr,
+
+    /// Cipher suite of the local network's scrip: modern (HMAC-SHA-256,
+    /// ChaCha20-Poly1305) or classic (HMAC-MD5, DES-CBC). Running services
+    /// use the suite they are configured with.
+    #[arg(long, default_value = Suite::DEFAULT.name(), value_parser = parse_suite)]
+    suite: Suite,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExchangeArgs {
+    #[command(flatten)]
+    run: RunArgs,
+
+    /// Seconds of exchanging.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+
+    /// Shards of the local broker, all in its one process (1 to 255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    shards: u8,
+
+    /// Value of vendor scrip bought by each exchange, in the smallest unit.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    value: u64,
+
+    /// Exchange on streams (`ExchangeStream`, one per connection) instead
+    /// of one unary call per exchange.
+    #[arg(long)]
+    stream: bool,
+
+    /// URL of a running broker (needs --operator-token); --shards is then
+    /// that broker's business.
+    #[arg(long, requires = "operator_token")]
+    broker: Option<String>,
+
+    /// Operator token of the running broker.
+    #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+}
+
 #[derive(clap::Args, Debug)]
 struct RestartArgs {
     /// Spent IDs the node holds when it restarts.
@@ -87,27 +165,16 @@ struct RestartArgs {
 
 #[derive(clap::Args, Debug)]
 struct DemoArgs {
+    #[command(flatten)]
+    run: RunArgs,
+
     /// Seconds of paying.
     #[arg(long, default_value_t = 20)]
     duration: u64,
 
-    /// Concurrent simulated customers.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    customers: u32,
-
-    /// gRPC connections the customers share.
-    #[arg(long, default_value_t = 4)]
-    channels: usize,
-
     /// Payment variant: clear, secure or private.
     #[arg(long, default_value = "secure", value_parser = parse_variant)]
     variant: Variant,
-
-    /// Cipher suite of the local network's scrip: modern (HMAC-SHA-256,
-    /// ChaCha20-Poly1305) or classic (HMAC-MD5, DES-CBC). Running services
-    /// use the suite they are configured with.
-    #[arg(long, default_value = Suite::DEFAULT.name(), value_parser = parse_suite)]
-    suite: Suite,
 
     /// Pay on streams (`PayStream`, one per connection) instead of one
     /// unary call per payment.
@@ -117,10 +184,6 @@ struct DemoArgs {
     /// Value of vendor scrip each customer buys, in the smallest unit.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     scrip_value: u64,
-
-    /// Write the summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
 
     /// Broker URL of a running network (needs --vendor and --operator-token).
     #[arg(long, requires_all = ["vendor", "operator_token"])]
@@ -133,15 +196,6 @@ struct DemoArgs {
     /// Operator token of the running broker, to credit customer accounts.
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
-
-    /// Directory for the local network's storage (default: a temporary
-    /// directory removed at exit).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Where the local network serves Prometheus metrics.
-    #[arg(long, default_value = "127.0.0.1:9300")]
-    metrics_listen: SocketAddr,
 }
 
 fn parse_suite(name: &str) -> Result<Suite, String> {
@@ -185,6 +239,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Restart(args) => runtime.block_on(restart(args)),
         Command::Transport(args) => runtime.block_on(transport(args)),
+        Command::Exchange(args) => runtime.block_on(exchange(args)),
     };
     match result {
         Ok(code) => code,
@@ -198,16 +253,7 @@ fn main() -> ExitCode {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let local = match (&args.broker, &args.vendor, &args.operator_token) {
         (Some(_), Some(_), Some(_)) => None,
-        _ => {
-            install_metrics(args.metrics_listen)?;
-            let network = network::LocalNetwork::start(args.data_dir.clone(), args.suite).await?;
-            println!("broker       {}", network.broker_url());
-            println!("vendor node  {}", network.vendor_url());
-            println!("metrics      http://{}/metrics", args.metrics_listen);
-            println!("storage      {}", network.data_dir().display());
-            println!("suite        {}", args.suite.name());
-            Some(network)
-        }
+        _ => Some(start_local(&args.run, 1).await?),
     };
     let plan = load::LoadPlan {
         broker: args
@@ -225,8 +271,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .or(local.as_ref().map(|n| n.operator_token().to_owned()))
             .context("no operator token")?,
-        customers: args.customers as usize,
-        channels: args.channels.max(1),
+        customers: args.run.customers as usize,
+        channels: args.run.channels.max(1),
         duration: Duration::from_secs(args.duration),
         variant: args.variant,
         scrip_value: Amount::new(args.scrip_value),
@@ -234,14 +280,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         stream: args.stream,
     };
 
-    // Ctrl-C ends the paying early; the summary and the clean-up still run.
-    let stop = plan.stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping early ...");
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    stop_on_ctrl_c(plan.stop.clone());
 
     let result = load::run(&plan).await;
     if let Some(network) = local {
@@ -251,15 +290,97 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mode = if plan.stream { "stream" } else { "unary" };
     let report = report::Report::new(&result, plan.customers, plan.variant.name(), mode);
-    println!("\n{}", report.table());
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
+    conclude(
+        &report.table(),
+        &report,
+        args.run.report.as_deref(),
+        &report.problems(),
+    )
+}
+
+async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
+    let local = match (&args.broker, &args.operator_token) {
+        (Some(_), Some(_)) => None,
+        _ => Some(start_local(&args.run, args.shards).await?),
+    };
+    let plan = exchange::ExchangePlan {
+        broker: args
+            .broker
+            .clone()
+            .or(local.as_ref().map(|n| n.broker_url()))
+            .context("no broker")?,
+        operator_token: args
+            .operator_token
+            .clone()
+            .or(local.as_ref().map(|n| n.operator_token().to_owned()))
+            .context("no operator token")?,
+        customers: args.run.customers as usize,
+        channels: args.run.channels.max(1),
+        duration: Duration::from_secs(args.duration),
+        value: Amount::new(args.value),
+        stop: Default::default(),
+        stream: args.stream,
+    };
+    stop_on_ctrl_c(plan.stop.clone());
+
+    let result = exchange::run(&plan).await;
+    if let Some(network) = local {
+        network.shutdown().await?;
+    }
+    let report = result?;
+    conclude(
+        &report.table(),
+        &report,
+        args.run.report.as_deref(),
+        &report.problems(),
+    )
+}
+
+/// Starts the in-process network, its broker keeping `shards` shards, and
+/// says where its parts are.
+async fn start_local(run: &RunArgs, shards: u8) -> anyhow::Result<network::LocalNetwork> {
+    let metrics_listen = run.metrics_listen;
+    install_metrics(metrics_listen)?;
+    let network =
+        network::LocalNetwork::start_with(run.data_dir.clone(), run.suite, shards).await?;
+    if shards > 1 {
+        println!("broker       {} ({shards} shards)", network.broker_url());
+    } else {
+        println!("broker       {}", network.broker_url());
+    }
+    println!("vendor node  {}", network.vendor_url());
+    println!("metrics      http://{metrics_listen}/metrics");
+    println!("storage      {}", network.data_dir().display());
+    println!("suite        {}", run.suite.name());
+    Ok(network)
+}
+
+/// Ends the run early on Ctrl-C; the summary and the clean-up still run.
+fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping early ...");
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Prints the summary `table`, writes `report` as JSON to `path` if asked,
+/// and fails the run if there are `problems`.
+fn conclude(
+    table: &str,
+    report: &impl serde::Serialize,
+    path: Option<&Path>,
+    problems: &[String],
+) -> anyhow::Result<ExitCode> {
+    println!("\n{table}");
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(report)?;
         std::fs::write(path, json + "\n")
             .with_context(|| format!("writing the report to {}", path.display()))?;
         println!("report written to {}", path.display());
     }
-    let problems = report.problems();
-    for problem in &problems {
+    for problem in problems {
         eprintln!("error: {problem}");
     }
     Ok(if problems.is_empty() {

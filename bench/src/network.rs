@@ -26,6 +26,16 @@ impl LocalNetwork {
     /// their scrip. Storage goes under `data_dir`, or a temporary directory
     /// removed when the network is.
     pub async fn start(data_dir: Option<PathBuf>, suite: Suite) -> anyhow::Result<LocalNetwork> {
+        LocalNetwork::start_with(data_dir, suite, 1).await
+    }
+
+    /// As [`LocalNetwork::start`], with a broker keeping `shards` shards
+    /// (numbered from 0) in its one process.
+    pub async fn start_with(
+        data_dir: Option<PathBuf>,
+        suite: Suite,
+        shards: u8,
+    ) -> anyhow::Result<LocalNetwork> {
         let (data_dir, temporary) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -63,12 +73,14 @@ impl LocalNetwork {
             data_dir: data_dir.join("broker"),
             operator_token: Some(operator_token.clone()),
             suite: suite.name().to_owned(),
+            shards: (0..shards.max(1)).collect(),
             vendors: vendor_names
                 .into_iter()
                 .map(|name| millicent_broker::VendorConfig {
                     name,
                     node: format!("http://{}", vendor.addr()),
                     licence_token: Some(licence_token.clone()),
+                    ..millicent_broker::VendorConfig::default()
                 })
                 .collect(),
             ..BrokerConfig::default()

@@ -1,8 +1,71 @@
 //! The end-of-run summary: a table on stdout and, on request, JSON.
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::load::LoadResult;
+
+/// Latency percentiles of a run's calls, in milliseconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Slowest call.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// The percentiles of `latency_us`, a histogram of microseconds.
+    pub fn of(latency_us: &Histogram<u64>) -> Latency {
+        let ms = |quantile: f64| latency_us.value_at_quantile(quantile) as f64 / 1000.0;
+        Latency {
+            p50_ms: ms(0.50),
+            p90_ms: ms(0.90),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: latency_us.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The table printed at the end of a run: one labelled line per figure.
+#[derive(Default)]
+pub struct Table {
+    text: String,
+}
+
+impl Table {
+    /// Adds a line.
+    pub fn line(&mut self, label: &str, value: impl std::fmt::Display) {
+        self.text.push_str(&format!("  {label:<24} {value}\n"));
+    }
+
+    /// Adds the lines of `latency`.
+    pub fn latency(&mut self, latency: &Latency) {
+        self.line(
+            "latency p50/p90/p99",
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                latency.p50_ms, latency.p90_ms, latency.p99_ms
+            ),
+        );
+        self.line(
+            "latency p99.9/max",
+            format!("{:.2} / {:.2} ms", latency.p999_ms, latency.max_ms),
+        );
+    }
+
+    /// The table's text.
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
 
 /// The figures of one run, as written by `--report`.
 #[derive(Debug, Serialize)]
@@ -15,16 +78,9 @@ pub struct Report {
     pub rejected_by_reason: std::collections::BTreeMap<String, u64>,
     /// Accepted payments per second of the paying phase.
     pub payments_per_second: f64,
-    /// Latency percentiles of accepted payments, in milliseconds.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// 99.9th percentile.
-    pub p999_ms: f64,
-    /// Slowest accepted payment.
-    pub max_ms: f64,
+    /// Latency percentiles of accepted payments.
+    #[serde(flatten)]
+    pub latency: Latency,
     /// Replays of spent scrip tried after the run.
     pub replays_attempted: u64,
     /// Replays refused as double spends, as they must be.
@@ -61,18 +117,13 @@ pub struct Report {
 impl Report {
     /// Summarises a load run.
     pub fn new(result: &LoadResult, customers: usize, variant: &str, mode: &str) -> Report {
-        let ms = |quantile: f64| result.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
         let seconds = result.elapsed.as_secs_f64().max(1e-9);
         Report {
             accepted: result.accepted,
             rejected: result.rejected,
             rejected_by_reason: result.rejected_by_reason.iter().cloned().collect(),
             payments_per_second: (result.accepted as f64 / seconds * 10.0).round() / 10.0,
-            p50_ms: ms(0.50),
-            p90_ms: ms(0.90),
-            p99_ms: ms(0.99),
-            p999_ms: ms(0.999),
-            max_ms: result.latency_us.max() as f64 / 1000.0,
+            latency: Latency::of(&result.latency_us),
             replays_attempted: result.replays.attempted,
             replays_refused: result.replays.refused,
             replays_inconclusive: result.replays.inconclusive,
@@ -122,31 +173,18 @@ impl Report {
 
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
-        let mut out = String::new();
-        let mut line = |label: &str, value: String| {
-            out.push_str(&format!("  {label:<24} {value}\n"));
-        };
-        line("payments accepted", self.accepted.to_string());
-        line("payments rejected", self.rejected.to_string());
+        let mut table = Table::default();
+        table.line("payments accepted", self.accepted.to_string());
+        table.line("payments rejected", self.rejected.to_string());
         for (reason, count) in &self.rejected_by_reason {
-            line(&format!("  {reason}"), count.to_string());
+            table.line(&format!("  {reason}"), count.to_string());
         }
-        line(
+        table.line(
             "payments per second",
             format!("{:.0}", self.payments_per_second),
         );
-        line(
-            "latency p50/p90/p99",
-            format!(
-                "{:.2} / {:.2} / {:.2} ms",
-                self.p50_ms, self.p90_ms, self.p99_ms
-            ),
-        );
-        line(
-            "latency p99.9/max",
-            format!("{:.2} / {:.2} ms", self.p999_ms, self.max_ms),
-        );
-        line(
+        table.latency(&self.latency);
+        table.line(
             "replays of spent scrip",
             format!(
                 "{} tried: {} refused as double spends, {} accepted, {} inconclusive",
@@ -157,7 +195,7 @@ impl Report {
             ),
         );
         if self.answers_lost > 0 {
-            line(
+            table.line(
                 "answers lost, resent",
                 format!(
                     "{} tries, {} payments then accepted",
@@ -166,15 +204,15 @@ impl Report {
             );
         }
         if let Some(reason) = &self.first_stop_reason {
-            line(
+            table.line(
                 "customers stopped early",
                 format!("{}, first: {reason}", self.customers_stopped_early),
             );
         }
-        line(
+        table.line(
             "customers, variant, mode",
             format!("{}, {}, {}", self.customers, self.variant, self.mode),
         );
-        out
+        table.finish()
     }
 }

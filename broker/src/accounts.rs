@@ -1,11 +1,12 @@
-//! Customer accounts: balances, history, credit references, and the replies
-//! to account calls kept for retries.
+//! Customer accounts of one shard: balances, history, credit references,
+//! and the replies to account calls kept for retries.
 //!
-//! Every operation is one transaction over the `accounts` table, so a
-//! balance, its history entry and the record that makes the operation
-//! idempotent change together or not at all; a refused operation writes
-//! nothing. The transaction bodies may run more than once when they
-//! conflict, so callers hand in everything random or minted beforehand.
+//! Every operation on an account runs under that account's lock and ends
+//! in one atomic write: the balance, its history entry, the record that
+//! makes the operation idempotent and, when money moves, the journal entry
+//! of the books (see `books`). A refused operation writes nothing. Each
+//! shard is kept by one process, so a lock in memory is all it takes to
+//! keep two operations on one account from racing for its balance.
 //!
 //! # Idempotency
 //!
@@ -20,21 +21,26 @@
 //!
 //! # Keys (table `accounts`; integers big-endian)
 //!
-//! - `n` → the next account ID (8); the first account is 1
+//! - `n` → the next account number of the shard (8); the first is 1, and an
+//!   account's ID is its shard (top byte) and number
 //! - `a ‖ account (8)` → balance (8) ‖ number of history entries (8)
 //! - `h ‖ account (8) ‖ index (8)` → timestamp ms (8) ‖ kind (1: credit,
-//!   2: broker scrip bought) ‖ amount (8) ‖ balance after (8) ‖ reference
+//!   2: broker scrip bought, 3: refund) ‖ amount (8) ‖ balance after (8) ‖
+//!   reference
 //! - `c ‖ account (8) ‖ reference` → balance after that credit (8)
 //! - `q ‖ account (8) ‖ nonce (16)` → timestamp ms (8) ‖ method (1) ‖ MAC
 //!   length (1) ‖ MAC ‖ reply
 //! - `t ‖ minute of the call's timestamp (8) ‖ account (8) ‖ nonce (16)` →
 //!   empty; orders call records by age for pruning
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use millicent_core::account::NONCE_LEN;
-use millicent_core::{Amount, Mac};
-use millicent_ledger::{Abort, Batch, Ledger, LedgerError, Table, TxError, TxTable};
+use millicent_core::{Amount, Mac, ScripId};
+use millicent_ledger::{Batch, Ledger, LedgerError, Table, Writes};
 
 use crate::BrokerError;
+use crate::books::{Account, Books, ScripRole, Transaction, TxKind};
 
 /// Most history entries a statement shows.
 pub(crate) const STATEMENT_ENTRIES: u64 = 100;
@@ -51,10 +57,14 @@ const CREDIT_PREFIX: u8 = b'c';
 const CALL_PREFIX: u8 = b'q';
 const CALL_AGE_PREFIX: u8 = b't';
 const MS_PER_MINUTE: u64 = 60_000;
+const LOCK_STRIPES: usize = 1024;
 
-/// The accounts of the broker's customers.
+/// The accounts of one shard's customers.
 pub(crate) struct Accounts {
     table: Table,
+    shard: u8,
+    locks: Vec<Mutex<()>>,
+    opening: Mutex<()>,
 }
 
 /// An authenticated account call, as far as idempotency needs it: the MAC
@@ -106,6 +116,7 @@ impl<T> Outcome<T> {
 pub(crate) enum EntryKind {
     Credit = 1,
     BuyBrokerScrip = 2,
+    Refund = 3,
 }
 
 impl EntryKind {
@@ -114,13 +125,20 @@ impl EntryKind {
         match self {
             EntryKind::Credit => "credit",
             EntryKind::BuyBrokerScrip => "buy_broker_scrip",
+            EntryKind::Refund => "refund",
         }
+    }
+
+    /// Whether the entry adds to the balance.
+    pub(crate) fn adds(self) -> bool {
+        !matches!(self, EntryKind::BuyBrokerScrip)
     }
 
     fn from_byte(byte: u8) -> Option<EntryKind> {
         match byte {
             1 => Some(EntryKind::Credit),
             2 => Some(EntryKind::BuyBrokerScrip),
+            3 => Some(EntryKind::Refund),
             _ => None,
         }
     }
@@ -131,7 +149,7 @@ impl EntryKind {
 pub(crate) struct Entry {
     pub(crate) timestamp_ms: u64,
     pub(crate) kind: EntryKind,
-    /// The amount moved: added for a credit, taken for a purchase.
+    /// The amount moved: added for a credit or refund, taken for a purchase.
     pub(crate) amount: Amount,
     pub(crate) balance_after: Amount,
     pub(crate) reference: String,
@@ -154,139 +172,203 @@ struct AccountRecord {
 }
 
 impl Accounts {
-    /// Opens the `accounts` table.
-    pub(crate) fn open(ledger: &Ledger) -> Result<Accounts, LedgerError> {
+    /// Opens the `accounts` table of `shard`.
+    pub(crate) fn open(ledger: &Ledger, shard: u8) -> Result<Accounts, LedgerError> {
         Ok(Accounts {
             table: ledger.table("accounts")?,
+            shard,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            opening: Mutex::new(()),
         })
     }
 
-    /// Number of accounts ever opened.
+    /// Number of accounts ever opened in the shard.
     pub(crate) fn count(&self) -> Result<u64, BrokerError> {
-        let next = match self.table.get(NEXT_ACCOUNT_KEY)? {
-            Some(bytes) => decode_u64(&bytes).ok_or_else(|| unreadable("account counter"))?,
-            None => 1,
-        };
-        Ok(next.saturating_sub(1))
+        Ok(self.next_number()?.saturating_sub(1))
+    }
+
+    /// The lock of `account_id`: held for the whole of any operation that
+    /// reads and changes the account.
+    pub(crate) fn lock(&self, account_id: u64) -> MutexGuard<'_, ()> {
+        let stripe = (account_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % LOCK_STRIPES;
+        // Every write is atomic, so a panic under the lock leaves nothing
+        // half done and a poisoned lock is safe to take.
+        self.locks[stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Opens an account with a zero balance; returns its ID.
     pub(crate) fn open_account(&self) -> Result<u64, BrokerError> {
-        transact(&self.table, |tx| {
-            let id = match tx.get(NEXT_ACCOUNT_KEY)? {
-                Some(bytes) => decode_u64(&bytes).ok_or_else(|| abort_unreadable("counter"))?,
-                None => 1,
-            };
-            let next = id.checked_add(1).ok_or_else(|| {
-                Abort::With(BrokerError::Server {
-                    detail: "every account ID has been used".to_owned(),
-                })
-            })?;
-            tx.insert(NEXT_ACCOUNT_KEY, next.to_be_bytes())?;
-            put_account(
-                tx,
-                id,
-                AccountRecord {
-                    balance: Amount::ZERO,
-                    entries: 0,
-                },
-            )?;
-            Ok(id)
-        })
+        let _opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
+        let number = self.next_number()?;
+        let id = millicent_core::broker::account_id(self.shard, number).map_err(|_| {
+            BrokerError::Server {
+                detail: format!("every account number of shard {} has been used", self.shard),
+            }
+        })?;
+        let mut batch = Batch::default();
+        batch.insert(NEXT_ACCOUNT_KEY, (number + 1).to_be_bytes());
+        batch.insert(
+            account_key(ACCOUNT_PREFIX, id),
+            encode_account(AccountRecord {
+                balance: Amount::ZERO,
+                entries: 0,
+            }),
+        );
+        self.table.apply(batch)?;
+        Ok(id)
     }
 
     /// Adds `amount` to the balance, once per `reference`; returns the
     /// balance right after the credit with that reference.
     pub(crate) fn credit(
         &self,
+        books: &Books,
         account_id: u64,
         amount: Amount,
         reference: &str,
         now_ms: u64,
     ) -> Result<Outcome<Amount>, BrokerError> {
         let reference_key = credit_key(account_id, reference);
-        transact(&self.table, |tx| {
-            if let Some(bytes) = tx.get(&reference_key)? {
-                let balance = decode_u64(&bytes).ok_or_else(|| abort_unreadable("credit"))?;
-                return Ok(Outcome::Repeat(Amount::new(balance)));
-            }
-            let account = get_account(tx, account_id)?;
-            let balance = account
-                .balance
-                .checked_add(amount)
-                .map_err(|error| Abort::With(error.into()))?;
-            append_entry(
-                tx,
-                account_id,
-                account,
-                &Entry {
-                    timestamp_ms: now_ms,
-                    kind: EntryKind::Credit,
-                    amount,
-                    balance_after: balance,
-                    reference: reference.to_owned(),
-                },
-            )?;
-            tx.insert(&reference_key, balance.units().to_be_bytes())?;
-            Ok(Outcome::Fresh(balance))
-        })
+        let _account = self.lock(account_id);
+        if let Some(bytes) = self.table.get(&reference_key)? {
+            let balance = decode_u64(&bytes).ok_or_else(|| unreadable("credit"))?;
+            return Ok(Outcome::Repeat(Amount::new(balance)));
+        }
+        let mut writes = Writes::new();
+        let balance = self.book(
+            &mut writes,
+            account_id,
+            EntryKind::Credit,
+            amount,
+            reference,
+            now_ms,
+        )?;
+        writes.insert(&self.table, &reference_key, balance.units().to_be_bytes());
+        let tx = Transaction::new(TxKind::Credit, now_ms, reference)
+            .debit(Account::Cash, amount)
+            .credit(Account::Customer(account_id), amount);
+        books.post(writes, &tx)?;
+        Ok(Outcome::Fresh(balance))
     }
 
-    /// Takes `amount` from the balance for broker scrip; `reply` makes the
-    /// reply from the new balance (it may run more than once).
+    /// Takes `amount` from the balance for the broker scrip `scrip`;
+    /// `reply` makes the reply from the new balance.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn buy_broker_scrip(
         &self,
+        books: &Books,
         call: &AccountCall,
         amount: Amount,
+        scrip: ScripId,
         reference: &str,
         now_ms: u64,
-        reply: impl Fn(Amount) -> Vec<u8>,
+        reply: impl FnOnce(Amount) -> Vec<u8>,
     ) -> Result<Outcome<Vec<u8>>, BrokerError> {
-        self.call(call, |tx| {
-            let account = get_account(tx, call.account_id)?;
-            let balance = account.balance.checked_sub(amount).map_err(|_| {
-                Abort::With(BrokerError::InsufficientFunds {
-                    balance: account.balance.units(),
-                    amount: amount.units(),
-                })
-            })?;
-            append_entry(
-                tx,
+        self.call(books, call, |writes| {
+            let balance = self.book(
+                writes,
                 call.account_id,
-                account,
-                &Entry {
-                    timestamp_ms: now_ms,
-                    kind: EntryKind::BuyBrokerScrip,
-                    amount,
-                    balance_after: balance,
-                    reference: reference.to_owned(),
-                },
+                EntryKind::BuyBrokerScrip,
+                amount,
+                reference,
+                now_ms,
             )?;
-            Ok(reply(balance))
+            let tx = Transaction::new(TxKind::BuyBrokerScrip, now_ms, reference)
+                .debit(Account::Customer(call.account_id), amount)
+                .credit(Account::BrokerScrip, amount)
+                .scrip(ScripRole::Issued, None, scrip, amount);
+            Ok((reply(balance), Some(tx)))
         })
     }
 
     /// The account's balance and latest history; `reply` encodes it.
     pub(crate) fn statement(
         &self,
+        books: &Books,
         call: &AccountCall,
-        reply: impl Fn(&Statement) -> Vec<u8>,
+        reply: impl FnOnce(&Statement) -> Vec<u8>,
     ) -> Result<Outcome<Vec<u8>>, BrokerError> {
-        self.call(call, |tx| {
-            let account = get_account(tx, call.account_id)?;
+        self.call(books, call, |_| {
+            let account = self.get(call.account_id)?;
             let first = account.entries.saturating_sub(STATEMENT_ENTRIES);
             let mut entries = Vec::with_capacity((account.entries - first) as usize);
             for index in first..account.entries {
-                let bytes = tx
+                let bytes = self
+                    .table
                     .get(history_key(call.account_id, index))?
-                    .ok_or_else(|| abort_unreadable("history"))?;
-                entries.push(decode_entry(&bytes).ok_or_else(|| abort_unreadable("history"))?);
+                    .ok_or_else(|| unreadable("history"))?;
+                entries.push(decode_entry(&bytes).ok_or_else(|| unreadable("history"))?);
             }
-            Ok(reply(&Statement {
+            let statement = Statement {
                 account_id: call.account_id,
                 balance: account.balance,
                 entries,
-            }))
+            };
+            Ok((reply(&statement), None))
+        })
+    }
+
+    /// Adds to `writes` a history entry of `kind` moving `amount` and the
+    /// account's new balance, which it returns. The caller holds the
+    /// account's lock until `writes` are written, and journals the move.
+    pub(crate) fn book(
+        &self,
+        writes: &mut Writes,
+        account_id: u64,
+        kind: EntryKind,
+        amount: Amount,
+        reference: &str,
+        now_ms: u64,
+    ) -> Result<Amount, BrokerError> {
+        let account = self.get(account_id)?;
+        let balance = if kind.adds() {
+            account.balance.checked_add(amount)?
+        } else {
+            account
+                .balance
+                .checked_sub(amount)
+                .map_err(|_| BrokerError::InsufficientFunds {
+                    balance: account.balance.units(),
+                    amount: amount.units(),
+                })?
+        };
+        let entry = Entry {
+            timestamp_ms: now_ms,
+            kind,
+            amount,
+            balance_after: balance,
+            reference: reference.to_owned(),
+        };
+        writes.insert(
+            &self.table,
+            history_key(account_id, account.entries),
+            encode_entry(&entry),
+        );
+        writes.insert(
+            &self.table,
+            account_key(ACCOUNT_PREFIX, account_id),
+            encode_account(AccountRecord {
+                balance,
+                entries: account.entries + 1,
+            }),
+        );
+        Ok(balance)
+    }
+
+    /// Every account of the shard with its balance, for audits.
+    pub(crate) fn balances(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, Amount), BrokerError>> + use<> {
+        self.table.scan_prefix([ACCOUNT_PREFIX]).map(|entry| {
+            let (key, value) = entry?;
+            let id = key
+                .get(1..)
+                .and_then(decode_u64)
+                .ok_or_else(|| unreadable("account key"))?;
+            let record = decode_account(&value).ok_or_else(|| unreadable("account"))?;
+            Ok((id, record.balance))
         })
     }
 
@@ -306,7 +388,7 @@ impl Accounts {
             if minute >= oldest_kept {
                 break;
             }
-            let mut call_key = account_prefix(CALL_PREFIX, account_id);
+            let mut call_key = account_key(CALL_PREFIX, account_id);
             call_key.extend_from_slice(nonce);
             batch.remove(call_key);
             batch.remove(&key);
@@ -317,97 +399,72 @@ impl Accounts {
     }
 
     /// Runs `body` as the first execution of `call`, or returns the stored
-    /// reply of a retried call.
+    /// reply of a retried call. `body` adds its writes and returns the
+    /// reply and the transaction it journals, if money moves.
     fn call(
         &self,
+        books: &Books,
         call: &AccountCall,
-        body: impl Fn(&TxTable<'_>) -> Result<Vec<u8>, Abort<BrokerError>>,
+        body: impl FnOnce(&mut Writes) -> Result<(Vec<u8>, Option<Transaction>), BrokerError>,
     ) -> Result<Outcome<Vec<u8>>, BrokerError> {
-        let mut call_key = account_prefix(CALL_PREFIX, call.account_id);
+        let mut call_key = account_key(CALL_PREFIX, call.account_id);
         call_key.extend_from_slice(&call.nonce);
         let mut age_key = vec![CALL_AGE_PREFIX];
         age_key.extend_from_slice(&(call.timestamp_ms / MS_PER_MINUTE).to_be_bytes());
         age_key.extend_from_slice(&call.account_id.to_be_bytes());
         age_key.extend_from_slice(&call.nonce);
 
-        transact(&self.table, |tx| {
-            if let Some(record) = tx.get(&call_key)? {
-                return match stored_reply(&record, call) {
-                    Some(reply) => Ok(Outcome::Repeat(reply)),
-                    None => Err(Abort::With(BrokerError::Unauthenticated {
-                        detail: "the nonce was already used by a different call",
-                    })),
-                };
-            }
-            let reply = body(tx)?;
-            tx.insert(&call_key, encode_call_record(call, &reply))?;
-            tx.insert(&age_key, [])?;
-            Ok(Outcome::Fresh(reply))
-        })
+        let _account = self.lock(call.account_id);
+        if let Some(record) = self.table.get(&call_key)? {
+            return match stored_reply(&record, call) {
+                Some(reply) => Ok(Outcome::Repeat(reply)),
+                None => Err(BrokerError::Unauthenticated {
+                    detail: "the nonce was already used by a different call",
+                }),
+            };
+        }
+        let mut writes = Writes::new();
+        let (reply, tx) = body(&mut writes)?;
+        writes.insert(&self.table, &call_key, encode_call_record(call, &reply));
+        writes.insert(&self.table, &age_key, []);
+        match tx {
+            Some(tx) => books.post(writes, &tx)?,
+            None => books.ledger().apply(writes)?,
+        }
+        Ok(Outcome::Fresh(reply))
+    }
+
+    fn get(&self, account_id: u64) -> Result<AccountRecord, BrokerError> {
+        let bytes = self
+            .table
+            .get(account_key(ACCOUNT_PREFIX, account_id))?
+            .ok_or(BrokerError::UnknownAccount { account_id })?;
+        decode_account(&bytes).ok_or_else(|| unreadable("account"))
+    }
+
+    fn next_number(&self) -> Result<u64, BrokerError> {
+        match self.table.get(NEXT_ACCOUNT_KEY)? {
+            Some(bytes) => decode_u64(&bytes).ok_or_else(|| unreadable("account counter")),
+            None => Ok(1),
+        }
     }
 }
 
-fn transact<T>(
-    table: &Table,
-    body: impl Fn(&TxTable<'_>) -> Result<T, Abort<BrokerError>>,
-) -> Result<T, BrokerError> {
-    table.transaction(body).map_err(|error| match error {
-        TxError::Aborted(error) => error,
-        TxError::Storage(error) => BrokerError::Storage(error),
-    })
-}
-
-fn get_account(tx: &TxTable<'_>, account_id: u64) -> Result<AccountRecord, Abort<BrokerError>> {
-    let bytes = tx
-        .get(account_prefix(ACCOUNT_PREFIX, account_id))?
-        .ok_or(Abort::With(BrokerError::UnknownAccount { account_id }))?;
-    match (
-        bytes.get(..8).and_then(decode_u64),
-        bytes.get(8..).and_then(decode_u64),
-    ) {
-        (Some(balance), Some(entries)) => Ok(AccountRecord {
-            balance: Amount::new(balance),
-            entries,
-        }),
-        _ => Err(abort_unreadable("account")),
-    }
-}
-
-fn put_account(
-    tx: &TxTable<'_>,
-    account_id: u64,
-    record: AccountRecord,
-) -> Result<(), Abort<BrokerError>> {
+fn encode_account(record: AccountRecord) -> [u8; 16] {
     let mut value = [0u8; 16];
     value[..8].copy_from_slice(&record.balance.units().to_be_bytes());
     value[8..].copy_from_slice(&record.entries.to_be_bytes());
-    tx.insert(account_prefix(ACCOUNT_PREFIX, account_id), value)?;
-    Ok(())
+    value
 }
 
-/// Writes `entry` as the account's next history entry and its balance as
-/// the account's balance.
-fn append_entry(
-    tx: &TxTable<'_>,
-    account_id: u64,
-    account: AccountRecord,
-    entry: &Entry,
-) -> Result<(), Abort<BrokerError>> {
-    tx.insert(
-        history_key(account_id, account.entries),
-        encode_entry(entry),
-    )?;
-    put_account(
-        tx,
-        account_id,
-        AccountRecord {
-            balance: entry.balance_after,
-            entries: account.entries + 1,
-        },
-    )
+fn decode_account(bytes: &[u8]) -> Option<AccountRecord> {
+    Some(AccountRecord {
+        balance: Amount::new(decode_u64(bytes.get(..8)?)?),
+        entries: decode_u64(bytes.get(8..)?)?,
+    })
 }
 
-fn account_prefix(kind: u8, account_id: u64) -> Vec<u8> {
+fn account_key(kind: u8, account_id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + 8 + 16);
     key.push(kind);
     key.extend_from_slice(&account_id.to_be_bytes());
@@ -415,13 +472,13 @@ fn account_prefix(kind: u8, account_id: u64) -> Vec<u8> {
 }
 
 fn history_key(account_id: u64, index: u64) -> Vec<u8> {
-    let mut key = account_prefix(HISTORY_PREFIX, account_id);
+    let mut key = account_key(HISTORY_PREFIX, account_id);
     key.extend_from_slice(&index.to_be_bytes());
     key
 }
 
 fn credit_key(account_id: u64, reference: &str) -> Vec<u8> {
-    let mut key = account_prefix(CREDIT_PREFIX, account_id);
+    let mut key = account_key(CREDIT_PREFIX, account_id);
     key.extend_from_slice(reference.as_bytes());
     key
 }
@@ -486,15 +543,12 @@ fn unreadable(what: &str) -> BrokerError {
     })
 }
 
-fn abort_unreadable(what: &str) -> Abort<BrokerError> {
-    Abort::With(unreadable(what))
-}
-
 #[cfg(test)]
 mod tests {
     use millicent_ledger::Durability;
 
     use super::*;
+    use crate::books::Class;
 
     const NOW_MS: u64 = 1_800_000_000_000;
 
@@ -512,17 +566,23 @@ mod tests {
         balance.units().to_be_bytes().to_vec()
     }
 
+    fn open(dir: &std::path::Path, shard: u8) -> (Ledger, Accounts, Books) {
+        let ledger = Ledger::open(dir, Durability::Strict).unwrap();
+        let accounts = Accounts::open(&ledger, shard).unwrap();
+        let (books, _) = Books::open(&ledger, |_| true).unwrap();
+        (ledger, accounts, books)
+    }
+
     #[tokio::test]
     async fn credits_are_idempotent_per_reference_and_checked_for_overflow() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-        let accounts = Accounts::open(&ledger).unwrap();
+        let (_ledger, accounts, books) = open(dir.path(), 0);
         let id = accounts.open_account().unwrap();
         assert_eq!(id, 1);
         assert_eq!(accounts.count().unwrap(), 1);
 
         let credit =
-            |amount, reference| accounts.credit(id, Amount::new(amount), reference, NOW_MS);
+            |amount, reference| accounts.credit(&books, id, Amount::new(amount), reference, NOW_MS);
         assert_eq!(credit(10, "a").unwrap(), Outcome::Fresh(Amount::new(10)));
         assert_eq!(credit(5, "b").unwrap(), Outcome::Fresh(Amount::new(15)));
         assert_eq!(credit(10, "a").unwrap(), Outcome::Repeat(Amount::new(10)));
@@ -531,47 +591,70 @@ mod tests {
             Err(BrokerError::Protocol(millicent_core::Error::AmountOverflow))
         ));
         assert!(matches!(
-            accounts.credit(99, Amount::new(1), "a", NOW_MS),
+            accounts.credit(&books, 99, Amount::new(1), "a", NOW_MS),
             Err(BrokerError::UnknownAccount { account_id: 99 })
         ));
 
         let statement = accounts
-            .statement(&call(id, 1, 1, Method::GetAccount), |statement| {
+            .statement(&books, &call(id, 1, 1, Method::GetAccount), |statement| {
                 balance_reply(statement.balance)
             })
             .unwrap();
         assert_eq!(statement.into_inner(), balance_reply(Amount::new(15)));
+
+        // Each credit is one journal entry: cash in, owed to the customer.
+        let classes = books.balances().by_class();
+        assert_eq!(classes[&Class::Cash], 15);
+        assert_eq!(classes[&Class::Customer], -15);
+    }
+
+    #[tokio::test]
+    async fn accounts_of_a_shard_carry_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_ledger, accounts, _books) = open(dir.path(), 3);
+        let id = accounts.open_account().unwrap();
+        assert_eq!(millicent_core::broker::account_shard(id), 3);
+        assert_eq!(id & millicent_core::broker::MAX_ACCOUNT_NUMBER, 1);
     }
 
     #[tokio::test]
     async fn a_purchase_debits_once_per_nonce_and_never_overdraws() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-        let accounts = Accounts::open(&ledger).unwrap();
+        let (_ledger, accounts, books) = open(dir.path(), 0);
         let id = accounts.open_account().unwrap();
-        accounts.credit(id, Amount::new(10), "r", NOW_MS).unwrap();
+        accounts
+            .credit(&books, id, Amount::new(10), "r", NOW_MS)
+            .unwrap();
 
-        let buy = |call: &AccountCall, amount| {
-            accounts.buy_broker_scrip(call, Amount::new(amount), "scrip", NOW_MS, balance_reply)
+        let buy = |call: &AccountCall, amount, seq| {
+            accounts.buy_broker_scrip(
+                &books,
+                call,
+                Amount::new(amount),
+                ScripId::new(1, seq),
+                "scrip",
+                NOW_MS,
+                balance_reply,
+            )
         };
         let first = call(id, 1, 1, Method::BuyBrokerScrip);
         assert_eq!(
-            buy(&first, 4).unwrap(),
+            buy(&first, 4, 0).unwrap(),
             Outcome::Fresh(balance_reply(Amount::new(6)))
         );
         assert_eq!(
-            buy(&first, 4).unwrap(),
+            buy(&first, 4, 1).unwrap(),
             Outcome::Repeat(balance_reply(Amount::new(6)))
         );
 
         let reused_nonce = call(id, 1, 2, Method::BuyBrokerScrip);
         assert!(matches!(
-            buy(&reused_nonce, 4),
+            buy(&reused_nonce, 4, 2),
             Err(BrokerError::Unauthenticated { .. })
         ));
         let too_much = call(id, 2, 1, Method::BuyBrokerScrip);
         assert!(matches!(
-            buy(&too_much, 7),
+            buy(&too_much, 7, 3),
             Err(BrokerError::InsufficientFunds {
                 balance: 6,
                 amount: 7
@@ -579,12 +662,12 @@ mod tests {
         ));
         // The refused purchase left no call record: the nonce is still free.
         assert_eq!(
-            buy(&too_much, 6).unwrap(),
+            buy(&too_much, 6, 4).unwrap(),
             Outcome::Fresh(balance_reply(Amount::ZERO))
         );
 
         let statement = accounts
-            .statement(&call(id, 3, 1, Method::GetAccount), |statement| {
+            .statement(&books, &call(id, 3, 1, Method::GetAccount), |statement| {
                 let kinds: Vec<&str> = statement.entries.iter().map(|e| e.kind.name()).collect();
                 kinds.join(",").into_bytes()
             })
@@ -593,21 +676,23 @@ mod tests {
             statement.into_inner(),
             b"credit,buy_broker_scrip,buy_broker_scrip"
         );
+        let classes = books.balances().by_class();
+        assert_eq!(classes[&Class::BrokerScrip], -10);
+        assert_eq!(classes[&Class::Customer], 0);
     }
 
     #[tokio::test]
     async fn a_statement_shows_the_latest_hundred_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-        let accounts = Accounts::open(&ledger).unwrap();
+        let (_ledger, accounts, books) = open(dir.path(), 0);
         let id = accounts.open_account().unwrap();
         for n in 0..105 {
             accounts
-                .credit(id, Amount::new(1), &format!("r{n}"), NOW_MS)
+                .credit(&books, id, Amount::new(1), &format!("r{n}"), NOW_MS)
                 .unwrap();
         }
         let reply = accounts
-            .statement(&call(id, 1, 1, Method::GetAccount), |statement| {
+            .statement(&books, &call(id, 1, 1, Method::GetAccount), |statement| {
                 let first = &statement.entries[0];
                 format!("{} {}", statement.entries.len(), first.reference).into_bytes()
             })
@@ -618,11 +703,12 @@ mod tests {
     #[tokio::test]
     async fn call_records_are_pruned_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
-        let accounts = Accounts::open(&ledger).unwrap();
+        let (_ledger, accounts, books) = open(dir.path(), 0);
         let id = accounts.open_account().unwrap();
         let first = call(id, 1, 1, Method::GetAccount);
-        accounts.statement(&first, |_| b"old".to_vec()).unwrap();
+        accounts
+            .statement(&books, &first, |_| b"old".to_vec())
+            .unwrap();
 
         let window = 300_000;
         assert_eq!(accounts.prune_calls(NOW_MS + window, window).unwrap(), 0);
@@ -632,7 +718,9 @@ mod tests {
                 .unwrap(),
             1
         );
-        let again = accounts.statement(&first, |_| b"new".to_vec()).unwrap();
+        let again = accounts
+            .statement(&books, &first, |_| b"new".to_vec())
+            .unwrap();
         assert_eq!(again, Outcome::Fresh(b"new".to_vec()));
     }
 }

@@ -63,6 +63,18 @@ impl Allocator {
         Allocator::open(table, key, 1 << 32)
     }
 
+    /// Sequence numbers 0 to `limit` − 1 of `series` of `issuer`'s scrip
+    /// (at most the whole series): a licence covering part of a series.
+    pub(crate) fn series_limited(
+        table: &Table,
+        issuer: &VendorName,
+        series: u32,
+        limit: u64,
+    ) -> Result<Allocator, LedgerError> {
+        let key = allocator_key(SERIES_PREFIX, issuer, &series.to_be_bytes());
+        Allocator::open(table, key, limit.min(1 << 32))
+    }
+
     /// Cust ID# numbers under `selector` of `issuer`: 0 to 2⁴⁸ − 1.
     pub(crate) fn customers(
         table: &Table,
@@ -137,11 +149,7 @@ pub(crate) fn forget_series(
 }
 
 fn allocator_key(kind: u8, issuer: &VendorName, number: &[u8]) -> Vec<u8> {
-    let name = issuer.as_str().as_bytes();
-    let mut key = Vec::with_capacity(2 + name.len() + number.len());
-    key.push(kind);
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
+    let mut key = crate::shard::name_key(&[kind], issuer, number.len());
     key.extend_from_slice(number);
     key
 }

@@ -7,6 +7,7 @@
 //! built here too, so the wire format has a single boundary.
 
 use millicent_core::account::NONCE_LEN;
+use millicent_core::broker::RefundRequest;
 use millicent_core::exchange::ExchangeRequest;
 use millicent_core::{
     AccountKey, Amount, Mac, MasterSecret, Payment, PaymentReply, Scrip, Suite, Variant, VendorName,
@@ -16,7 +17,11 @@ use zeroize::Zeroizing;
 
 use crate::BrokerError;
 use crate::accounts::{AccountCall, MAX_ENTRY_AMOUNT, MAX_REFERENCE_LEN, Method, Statement};
+use crate::audit::AuditReport;
+use crate::config::{Settings, Source};
 use crate::licences::LicenceGrant;
+use crate::service::Payout;
+use crate::settlement::Direction;
 
 /// A credit as the operator asked for it.
 pub(crate) struct Credit {
@@ -31,18 +36,24 @@ pub(crate) struct Purchase {
     pub(crate) amount: Amount,
 }
 
-pub(crate) fn credit_from_wire(request: proto::CreditRequest) -> Result<Credit, BrokerError> {
-    if request.reference.is_empty() {
+/// An operator's reference: 1 to `MAX_REFERENCE_LEN` bytes.
+fn check_reference(reference: &str) -> Result<(), BrokerError> {
+    if reference.is_empty() {
         return Err(invalid("reference", "must not be empty"));
     }
-    if request.reference.len() > MAX_REFERENCE_LEN {
+    if reference.len() > MAX_REFERENCE_LEN {
         return Err(millicent_core::Error::TooLarge {
             what: "reference",
-            actual: request.reference.len(),
+            actual: reference.len(),
             max: MAX_REFERENCE_LEN,
         }
         .into());
     }
+    Ok(())
+}
+
+pub(crate) fn credit_from_wire(request: proto::CreditRequest) -> Result<Credit, BrokerError> {
+    check_reference(&request.reference)?;
     Ok(Credit {
         account_id: request.account_id,
         amount: entry_amount("amount", request.amount)?,
@@ -109,14 +120,122 @@ pub(crate) fn scrip_to_wire(scrip: &Scrip) -> proto::Scrip {
 
 /// An exchange as the secure-variant payment it is.
 pub(crate) fn payment_from_wire(request: proto::ExchangeRequest) -> Result<Payment, BrokerError> {
-    let scrip = scrip_from_wire(request.broker_scrip)?;
-    let request_stamp = Mac::parse(scrip.suite(), "request stamp", &request.request_stamp)?;
+    secure_payment(
+        request.broker_scrip,
+        request.request,
+        &request.request_stamp,
+    )
+}
+
+/// A refund as the secure-variant payment it is.
+pub(crate) fn refund_from_wire(request: proto::RefundRequest) -> Result<Payment, BrokerError> {
+    secure_payment(
+        request.broker_scrip,
+        request.request,
+        &request.request_stamp,
+    )
+}
+
+fn secure_payment(
+    scrip: Option<proto::Scrip>,
+    request: Vec<u8>,
+    request_stamp: &[u8],
+) -> Result<Payment, BrokerError> {
+    let scrip = scrip_from_wire(scrip)?;
+    let request_stamp = Mac::parse(scrip.suite(), "request stamp", request_stamp)?;
     Ok(Payment {
         scrip,
         variant: Variant::Secure,
-        request: request.request,
+        request,
         request_stamp: Some(request_stamp),
     })
+}
+
+/// What a refund asks for, from the verified plaintext request.
+pub(crate) fn refund_request_from_plaintext(request: &[u8]) -> Result<RefundRequest, BrokerError> {
+    Ok(RefundRequest::decode(request)?)
+}
+
+/// A renewal of expired vendor scrip, as asked for.
+pub(crate) struct Renewal {
+    pub(crate) shard: u8,
+    pub(crate) scrip: Scrip,
+    pub(crate) stamp: Mac,
+}
+
+pub(crate) fn renewal_from_wire(request: proto::RenewRequest) -> Result<Renewal, BrokerError> {
+    let shard = u8::try_from(request.shard).map_err(|_| invalid("shard", "must be 0 to 255"))?;
+    let scrip = scrip_from_wire(request.vendor_scrip)?;
+    let stamp = Mac::parse(scrip.suite(), "request stamp", &request.request_stamp)?;
+    Ok(Renewal {
+        shard,
+        scrip,
+        stamp,
+    })
+}
+
+/// A purchase by another broker, as asked for.
+pub(crate) struct PeerPurchase {
+    pub(crate) request_id: [u8; 16],
+    pub(crate) vendor: VendorName,
+    pub(crate) value: Amount,
+}
+
+pub(crate) fn peer_purchase_from_wire(
+    request: proto::PeerExchangeRequest,
+) -> Result<PeerPurchase, BrokerError> {
+    let request_id = request
+        .request_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| invalid("request_id", "must be exactly 16 bytes"))?;
+    Ok(PeerPurchase {
+        request_id,
+        vendor: VendorName::new(&request.vendor)?,
+        value: entry_amount("value", request.value)?,
+    })
+}
+
+pub(crate) fn payout_from_wire(request: proto::PayoutRequest) -> Result<Payout, BrokerError> {
+    let shard = u8::try_from(request.shard).map_err(|_| invalid("shard", "must be 0 to 255"))?;
+    let direction = match proto::PayoutDirection::try_from(request.direction) {
+        Ok(proto::PayoutDirection::Pay) => Direction::Pay,
+        Ok(proto::PayoutDirection::Receive) => Direction::Receive,
+        _ => return Err(invalid("direction", "must be PAY or RECEIVE")),
+    };
+    check_reference(&request.reference)?;
+    Ok(Payout {
+        shard,
+        counterparty: VendorName::new(&request.counterparty)?,
+        direction,
+        amount: entry_amount("amount", request.amount)?,
+        reference: request.reference,
+    })
+}
+
+pub(crate) fn audit_report_to_wire(report: &AuditReport) -> proto::AuditReport {
+    proto::AuditReport {
+        clean: report.discrepancy.is_none(),
+        discrepancy: report.discrepancy.clone().unwrap_or_default(),
+        shards: report
+            .shards
+            .iter()
+            .map(|shard| proto::ShardAudit {
+                shard: u32::from(shard.shard),
+                transactions: shard.transactions,
+                accounts: shard.accounts,
+                balances: shard
+                    .balances
+                    .iter()
+                    .map(|(class, balance)| proto::ClassBalance {
+                        class: class.clone(),
+                        balance: (*balance).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+                            as i64,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// What the customer asked for, from the verified plaintext request.
@@ -165,15 +284,52 @@ pub(crate) fn credit_reply(balance: Amount) -> proto::CreditReply {
     }
 }
 
-pub(crate) fn broker_info<'a>(
-    broker: &VendorName,
-    suite: Suite,
-    vendors: impl Iterator<Item = &'a VendorName>,
-) -> proto::BrokerInfo {
+pub(crate) fn broker_info(settings: &Settings, url: &str) -> proto::BrokerInfo {
+    let cluster = &settings.cluster;
+    let mut owners = vec![proto::ShardOwner {
+        node: cluster.node().to_owned(),
+        url: url.to_owned(),
+        shards: cluster
+            .own()
+            .iter()
+            .map(|shard| u32::from(*shard))
+            .collect(),
+    }];
+    owners.extend(cluster.peers().iter().map(|peer| proto::ShardOwner {
+        node: peer.node.clone(),
+        url: peer.url.clone(),
+        shards: peer.shards.iter().map(|shard| u32::from(*shard)).collect(),
+    }));
+    let sources = settings
+        .sources
+        .iter()
+        .map(|(vendor, source)| {
+            let (kind, value, broker) = match source {
+                Source::Licence(_) => ("licence", 0, String::new()),
+                Source::Warehouse(warehousing) => {
+                    ("warehouse", warehousing.value.units(), String::new())
+                }
+                Source::Broker(broker) => ("broker", 0, broker.to_string()),
+            };
+            proto::VendorSource {
+                vendor: vendor.to_string(),
+                kind: kind.to_owned(),
+                value,
+                broker,
+            }
+        })
+        .collect();
     proto::BrokerInfo {
-        broker: broker.to_string(),
-        suite: u32::from(suite.id()),
-        vendors: vendors.map(|vendor| vendor.to_string()).collect(),
+        broker: settings.name.to_string(),
+        suite: u32::from(settings.suite.id()),
+        vendors: settings
+            .sources
+            .keys()
+            .map(|vendor| vendor.to_string())
+            .collect(),
+        node: cluster.node().to_owned(),
+        cluster: owners,
+        sources,
     }
 }
 
@@ -209,10 +365,7 @@ pub(crate) fn statement_to_wire(statement: &Statement) -> proto::AccountStatemen
         .map(|entry| {
             // Entry amounts are at most i64::MAX (see `entry_amount`).
             let amount = i64::try_from(entry.amount.units()).unwrap_or(i64::MAX);
-            let delta = match entry.kind {
-                crate::accounts::EntryKind::Credit => amount,
-                crate::accounts::EntryKind::BuyBrokerScrip => -amount,
-            };
+            let delta = if entry.kind.adds() { amount } else { -amount };
             proto::AccountEntry {
                 timestamp_ms: entry.timestamp_ms,
                 kind: entry.kind.name().to_owned(),
@@ -259,6 +412,12 @@ pub(crate) fn licence_from_wire(
             now,
         });
     }
+    if licence.id_limit > 1 << 32 {
+        return Err(Error::Malformed {
+            what: "licence",
+            detail: "ID limit beyond the series",
+        });
+    }
     let scrip_secret = Zeroizing::new(licence.master_scrip_secret);
     let customer_secret = Zeroizing::new(licence.master_customer_secret);
     Ok(LicenceGrant {
@@ -268,6 +427,7 @@ pub(crate) fn licence_from_wire(
         selector,
         scrip_secret: MasterSecret::from_slice(suite, &scrip_secret)?,
         customer_secret: MasterSecret::from_slice(suite, &customer_secret)?,
+        id_limit: licence.id_limit,
     })
 }
 
@@ -335,6 +495,47 @@ mod tests {
     }
 
     #[test]
+    fn refunds_renewals_purchases_and_payouts_are_checked() {
+        assert!(refund_request_from_plaintext(&7u64.to_be_bytes()).is_ok());
+        assert!(refund_request_from_plaintext(&[0; 9]).is_err());
+        let renewal = |shard| {
+            renewal_from_wire(proto::RenewRequest {
+                shard,
+                vendor_scrip: None,
+                request_stamp: vec![0; 16],
+            })
+        };
+        assert_eq!(renewal(256).err().unwrap().reason(), "malformed");
+        assert_eq!(renewal(0).err().unwrap().reason(), "malformed");
+
+        let purchase = |id_len, value| {
+            peer_purchase_from_wire(proto::PeerExchangeRequest {
+                broker: "a".into(),
+                request_id: vec![0; id_len],
+                vendor: "news".into(),
+                value,
+            })
+        };
+        assert!(purchase(16, 5).is_ok());
+        assert_eq!(purchase(15, 5).err().unwrap().reason(), "malformed");
+        assert_eq!(purchase(16, 0).err().unwrap().reason(), "malformed");
+
+        let payout = |direction: proto::PayoutDirection, reference: &str| {
+            payout_from_wire(proto::PayoutRequest {
+                shard: 0,
+                counterparty: "news".into(),
+                direction: direction as i32,
+                amount: 5,
+                reference: reference.into(),
+            })
+        };
+        assert!(payout(proto::PayoutDirection::Pay, "p1").is_ok());
+        assert!(payout(proto::PayoutDirection::Unspecified, "p1").is_err());
+        assert!(payout(proto::PayoutDirection::Pay, "").is_err());
+        assert!(payout(proto::PayoutDirection::Pay, &"r".repeat(129)).is_err());
+    }
+
+    #[test]
     fn a_licence_is_checked_like_any_other_input() {
         let vendor = VendorName::new("news").unwrap();
         let good = proto::Licence {
@@ -345,8 +546,14 @@ mod tests {
             master_scrip_secret: vec![1; 32],
             customer_selector: 3,
             master_customer_secret: vec![2; 32],
+            id_limit: 10,
         };
-        assert!(licence_from_wire(good.clone(), &vendor, 99).is_ok());
+        assert_eq!(
+            licence_from_wire(good.clone(), &vendor, 99)
+                .unwrap()
+                .id_limit,
+            10
+        );
         let bad = [
             proto::Licence {
                 vendor: "other".into(),
@@ -362,6 +569,10 @@ mod tests {
             },
             proto::Licence {
                 master_scrip_secret: vec![1; 31],
+                ..good.clone()
+            },
+            proto::Licence {
+                id_limit: (1 << 32) + 1,
                 ..good.clone()
             },
         ];

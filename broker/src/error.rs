@@ -15,6 +15,10 @@ use tonic::{Code, Status};
 
 /// The gRPC metadata key that names the reason of a refusal.
 pub(crate) const REASON_KEY: &str = "millicent-reason";
+/// The metadata key naming the node that keeps the shard, on `wrong_node`.
+pub const OWNER_NODE_KEY: &str = "millicent-owner-node";
+/// The metadata key giving that node's URL, on `wrong_node`.
+pub const OWNER_URL_KEY: &str = "millicent-owner-url";
 
 /// Everything the broker can fail at or refuse.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,70 @@ pub enum BrokerError {
         /// Why no licence is available.
         detail: String,
     },
+    /// The account or scrip belongs to a shard another node keeps.
+    #[error("{what} belongs to shard {shard}, kept by node {node} at {url}; send the call there")]
+    WrongNode {
+        /// What the call was about: "account 7", "broker scrip 1:2".
+        what: String,
+        /// Its shard.
+        shard: u8,
+        /// The node that keeps the shard.
+        node: String,
+        /// Where that node is reached.
+        url: String,
+    },
+    /// A refund names an account of another shard than the scrip's.
+    #[error(
+        "broker scrip of shard {shard} can only be refunded to an account of shard {shard},          not to account {account_id}"
+    )]
+    OtherShard {
+        /// The account named.
+        account_id: u64,
+        /// The shard of the scrip.
+        shard: u8,
+    },
+    /// Vendor scrip presented for renewal has not expired yet.
+    #[error("scrip expires at {expires_at}, it is now {now}: pay with it instead of renewing it")]
+    NotExpired {
+        /// The scrip's expiry.
+        expires_at: u64,
+        /// The broker's time.
+        now: u64,
+    },
+    /// The vendor reported the scrip presented for renewal as spent.
+    #[error("vendor scrip {id} of {vendor} was spent at the vendor and cannot be renewed")]
+    SpentAtVendor {
+        /// The vendor.
+        vendor: String,
+        /// The scrip's ID#.
+        id: ScripId,
+    },
+    /// The vendor's scrip is sold only in pieces of one value.
+    #[error("vendor {vendor}'s scrip is sold in pieces of {sold}, not {asked}")]
+    WrongValue {
+        /// The vendor.
+        vendor: String,
+        /// The value asked for.
+        asked: u64,
+        /// The value of every piece.
+        sold: u64,
+    },
+    /// A payout larger than what is owed.
+    #[error("{counterparty} is owed {owed}; a payout of {amount} would pay more than that")]
+    ExceedsOwed {
+        /// The vendor or broker.
+        counterparty: String,
+        /// What is owed in the direction of the payout.
+        owed: i128,
+        /// The payout asked for.
+        amount: u64,
+    },
+    /// No such other broker is configured.
+    #[error("broker {broker:?} is not one this broker deals with")]
+    UnknownBroker {
+        /// The name given.
+        broker: String,
+    },
 }
 
 impl BrokerError {
@@ -138,6 +206,13 @@ impl BrokerError {
             BrokerError::InsufficientFunds { .. } => "insufficient_funds",
             BrokerError::DoubleSpend { .. } => "double_spend",
             BrokerError::VendorUnavailable { .. } => "vendor_unavailable",
+            BrokerError::WrongNode { .. } => "wrong_node",
+            BrokerError::OtherShard { .. } => "other_shard",
+            BrokerError::NotExpired { .. } => "not_expired",
+            BrokerError::SpentAtVendor { .. } => "double_spend",
+            BrokerError::WrongValue { .. } => "wrong_value",
+            BrokerError::ExceedsOwed { .. } => "exceeds_owed",
+            BrokerError::UnknownBroker { .. } => "unknown_broker",
             BrokerError::Storage(_) => "storage",
             BrokerError::Config { .. } => "config",
             BrokerError::DataDir(_) => "data_dir",
@@ -156,11 +231,18 @@ impl BrokerError {
             BrokerError::Unauthenticated { .. } | BrokerError::StaleTimestamp { .. } => {
                 Code::Unauthenticated
             }
-            BrokerError::UnknownAccount { .. } | BrokerError::UnknownVendor { .. } => {
-                Code::NotFound
+            BrokerError::UnknownAccount { .. }
+            | BrokerError::UnknownVendor { .. }
+            | BrokerError::UnknownBroker { .. } => Code::NotFound,
+            BrokerError::InsufficientFunds { .. }
+            | BrokerError::WrongNode { .. }
+            | BrokerError::OtherShard { .. }
+            | BrokerError::NotExpired { .. }
+            | BrokerError::WrongValue { .. }
+            | BrokerError::ExceedsOwed { .. } => Code::FailedPrecondition,
+            BrokerError::DoubleSpend { .. } | BrokerError::SpentAtVendor { .. } => {
+                Code::AlreadyExists
             }
-            BrokerError::InsufficientFunds { .. } => Code::FailedPrecondition,
-            BrokerError::DoubleSpend { .. } => Code::AlreadyExists,
             BrokerError::VendorUnavailable { .. } | BrokerError::Storage(_) => Code::Unavailable,
             BrokerError::Config { .. }
             | BrokerError::DataDir(_)
@@ -172,9 +254,18 @@ impl BrokerError {
     /// The error as a gRPC status with its reason attached.
     pub fn to_status(&self) -> Status {
         let mut status = Status::new(self.code(), self.to_string());
-        status
-            .metadata_mut()
-            .insert(REASON_KEY, MetadataValue::from_static(self.reason()));
+        let metadata = status.metadata_mut();
+        metadata.insert(REASON_KEY, MetadataValue::from_static(self.reason()));
+        // Node names and URLs are checked to be visible ASCII when the
+        // configuration is loaded, so both always parse.
+        if let BrokerError::WrongNode { node, url, .. } = self {
+            if let Ok(value) = node.parse() {
+                metadata.insert(OWNER_NODE_KEY, value);
+            }
+            if let Ok(value) = url.parse() {
+                metadata.insert(OWNER_URL_KEY, value);
+            }
+        }
         status
     }
 }
@@ -256,11 +347,47 @@ mod tests {
                 Code::Unavailable,
                 "storage",
             ),
+            (
+                BrokerError::NotExpired {
+                    expires_at: 2,
+                    now: 1,
+                },
+                Code::FailedPrecondition,
+                "not_expired",
+            ),
+            (
+                BrokerError::ExceedsOwed {
+                    counterparty: "news".into(),
+                    owed: 1,
+                    amount: 2,
+                },
+                Code::FailedPrecondition,
+                "exceeds_owed",
+            ),
         ];
         for (error, code, reason) in cases {
             let status = error.to_status();
             assert_eq!(status.code(), code, "{error}");
             assert_eq!(reason_of(&status), reason);
         }
+    }
+
+    #[test]
+    fn wrong_node_names_the_owner() {
+        let status = BrokerError::WrongNode {
+            what: "account 7".into(),
+            shard: 2,
+            node: "broker-2".into(),
+            url: "http://10.0.0.2:7100".into(),
+        }
+        .to_status();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason_of(&status), "wrong_node");
+        assert_eq!(status.metadata().get(OWNER_NODE_KEY).unwrap(), "broker-2");
+        assert_eq!(
+            status.metadata().get(OWNER_URL_KEY).unwrap(),
+            "http://10.0.0.2:7100"
+        );
+        assert!(status.message().contains("shard 2"));
     }
 }

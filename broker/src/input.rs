@@ -6,12 +6,14 @@
 //! targets in `fuzz-targets/` can feed them arbitrary messages; they read no
 //! state, check no MAC and consult no key.
 
+use millicent_core::broker::RefundRequest;
 use millicent_core::exchange::ExchangeRequest;
-use millicent_core::{Payment, Suite, VendorName};
+use millicent_core::{Amount, Payment, Scrip, Suite, VendorName};
 use millicent_proto as proto;
 
 use crate::accounts::Method;
-use crate::{BrokerError, convert};
+use crate::config::Warehousing;
+use crate::{BrokerError, convert, network, warehouse};
 
 /// An `ExchangeRequest` as the secure-variant payment `Exchange` verifies.
 pub fn exchange(request: proto::ExchangeRequest) -> Result<Payment, BrokerError> {
@@ -53,4 +55,69 @@ pub fn licence(
     now: u64,
 ) -> Result<(), millicent_core::Error> {
     convert::licence_from_wire(licence, vendor, now).map(drop)
+}
+
+/// A `RefundRequest` as the secure-variant payment `Refund` verifies.
+pub fn refund(request: proto::RefundRequest) -> Result<Payment, BrokerError> {
+    convert::refund_from_wire(request)
+}
+
+/// What a refund asks for, from the plaintext request of a verified refund
+/// payment.
+pub fn refund_plaintext(request: &[u8]) -> Result<RefundRequest, BrokerError> {
+    convert::refund_request_from_plaintext(request)
+}
+
+/// A `RenewRequest` as `RenewVendorScrip` checks it before it looks up the
+/// scrip: the shard and the expired scrip.
+pub fn renewal(request: proto::RenewRequest) -> Result<(u8, Scrip), BrokerError> {
+    convert::renewal_from_wire(request).map(|renewal| (renewal.shard, renewal.scrip))
+}
+
+/// A `PeerExchangeRequest` as `PeerExchange` checks it once the other
+/// broker's token is accepted: the request ID, vendor and value.
+pub fn peer_purchase(
+    request: proto::PeerExchangeRequest,
+) -> Result<([u8; 16], VendorName, Amount), BrokerError> {
+    convert::peer_purchase_from_wire(request)
+        .map(|purchase| (purchase.request_id, purchase.vendor, purchase.value))
+}
+
+/// A `PayoutRequest` as `RecordPayout` checks it once the operator token
+/// is accepted.
+pub fn payout(request: proto::PayoutRequest) -> Result<(), BrokerError> {
+    convert::payout_from_wire(request).map(drop)
+}
+
+/// A block a vendor node sold for `vendor`, as the warehouse checks it
+/// before storing it: `count` pieces of `value`, at `now`; the pieces.
+pub fn scrip_block(
+    block: &proto::ScripBlock,
+    vendor: &VendorName,
+    value: Amount,
+    count: u32,
+    now: u64,
+) -> Result<Vec<Scrip>, String> {
+    let settings = Warehousing {
+        value,
+        block: count,
+        low_water: 0,
+    };
+    warehouse::check_block(block, vendor, settings, now)
+        .map(|pieces| pieces.into_iter().map(|piece| piece.scrip).collect())
+}
+
+/// What another broker sold, as the buying broker checks it: `value` of
+/// `vendor`'s scrip for at most `max_fee` on top, at `now`; the scrip and
+/// the price.
+pub fn peer_reply(
+    reply: proto::PeerExchangeReply,
+    vendor: &VendorName,
+    value: Amount,
+    max_fee: Amount,
+    now: u64,
+) -> Result<(Scrip, Amount), String> {
+    let seller = VendorName::new("seller").map_err(|error| error.to_string())?;
+    network::check_bought(reply, &seller, vendor, value, max_fee, now)
+        .map(|bought| (bought.scrip, bought.price))
 }

@@ -13,8 +13,13 @@
 //! its sequence numbers run out), so scrip minted now always expires with
 //! its full lifetime inside its series. Older series stay in the key ring,
 //! and their scrip stays spendable, until they expire; an hour after that
-//! they are retired: key deleted, spent IDs forgotten. Series numbers count
-//! up from 1 and are never reused.
+//! they are retired: key deleted, spent IDs forgotten. Series numbers carry
+//! the shard in their top byte (see `millicent_core::broker`), count up
+//! from 1 within it and are never reused.
+//!
+//! Every shard has secrets of its own: its broker scrip is checked only
+//! by the shard, and its account keys derive from its own master account
+//! secret.
 //!
 //! # Keys (table `keys`)
 //!
@@ -30,6 +35,7 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use millicent_core::account::account_key;
+use millicent_core::broker::{broker_series, series_shard};
 use millicent_core::secret::MASTER_SECRET_LEN;
 use millicent_core::{
     AccountKey, CustId, CustomerKey, KeyRing, MasterSecret, ScripId, SeriesKey, Suite, VendorName,
@@ -53,9 +59,10 @@ const CUSTOMER_SELECTOR: u16 = 1;
 /// turning into an unknown-series error.
 const RETIRE_GRACE_SECS: u64 = 60 * 60;
 
-/// The broker's secrets and the issuing of its broker scrip.
+/// The broker's secrets and the issuing of its broker scrip, in one shard.
 pub(crate) struct BrokerKeys {
     name: VendorName,
+    shard: u8,
     suite: Suite,
     keys: Table,
     ids: Table,
@@ -81,6 +88,7 @@ impl BrokerKeys {
         keys: &Table,
         ids: &Table,
         name: &VendorName,
+        shard: u8,
         suite: Suite,
         scrip_lifetime_secs: u64,
         now: u64,
@@ -107,8 +115,9 @@ impl BrokerKeys {
             }
             ring.add_series(series);
         }
+        let first_series = broker_series(shard, 1)?;
         let next_series = match keys.get(NEXT_SERIES_KEY)? {
-            None => 1,
+            None => first_series,
             Some(bytes) => u32::from_be_bytes(
                 bytes
                     .as_slice()
@@ -116,6 +125,13 @@ impl BrokerKeys {
                     .map_err(|_| unreadable("next-series"))?,
             ),
         };
+        if series_shard(next_series) != shard {
+            return Err(BrokerError::Config {
+                detail: format!(
+                    "this store holds the keys of another shard than {shard}; every shard                      has its own data directory, shard-{shard}"
+                ),
+            });
+        }
 
         let issuing = match newest {
             Some(series) => Issuing {
@@ -135,6 +151,7 @@ impl BrokerKeys {
         };
         let broker_keys = BrokerKeys {
             name: name.clone(),
+            shard,
             suite,
             keys: keys.clone(),
             ids: ids.clone(),
@@ -151,11 +168,6 @@ impl BrokerKeys {
     /// The key of account `account_id`.
     pub(crate) fn account_key(&self, account_id: u64) -> AccountKey {
         account_key(&self.account_secret, account_id)
-    }
-
-    /// The suite of the broker's scrip.
-    pub(crate) fn suite(&self) -> Suite {
-        self.suite
     }
 
     /// The broker's name, the vendor of its scrip.
@@ -257,9 +269,12 @@ impl BrokerKeys {
 
     fn start_series(&self, issuing: &mut Issuing, now: u64) -> Result<(), BrokerError> {
         let series = issuing.next_series;
-        let next_series = series.checked_add(1).ok_or_else(|| BrokerError::Server {
-            detail: "every series number has been used".to_owned(),
-        })?;
+        let next_series = series
+            .checked_add(1)
+            .filter(|next| series_shard(*next) == self.shard)
+            .ok_or_else(|| BrokerError::Server {
+                detail: format!("every series number of shard {} has been used", self.shard),
+            })?;
         let key = SeriesKey {
             series,
             suite: self.suite,
@@ -293,6 +308,21 @@ impl BrokerKeys {
         );
         Ok(())
     }
+}
+
+/// The broker-scrip series whose keys `keys` still holds, for audits.
+pub(crate) fn live_series(keys: &Table) -> Result<std::collections::BTreeSet<u32>, BrokerError> {
+    let mut live = std::collections::BTreeSet::new();
+    for entry in keys.scan_prefix(SERIES_PREFIX) {
+        let (key, _) = entry?;
+        let series = key
+            .strip_prefix(SERIES_PREFIX)
+            .and_then(|number| number.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| unreadable("series key"))?;
+        live.insert(series);
+    }
+    Ok(live)
 }
 
 /// 32 bytes from the operating system's random number generator, wiped
@@ -405,7 +435,7 @@ mod tests {
     fn open(ledger: &Ledger, now: u64) -> BrokerKeys {
         let keys = ledger.table("keys").unwrap();
         let ids = ledger.table("ids").unwrap();
-        BrokerKeys::open(&keys, &ids, &name(), Suite::Classic, LIFETIME, now).unwrap()
+        BrokerKeys::open(&keys, &ids, &name(), 0, Suite::Classic, LIFETIME, now).unwrap()
     }
 
     fn mint(keys: &BrokerKeys, now: u64) -> millicent_core::Scrip {
@@ -420,6 +450,20 @@ mod tests {
             properties: Properties::default(),
         };
         keys.ring().mint(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_shard_mints_in_its_own_series_and_refuses_another_shards_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let (table, ids) = (ledger.table("keys").unwrap(), ledger.table("ids").unwrap());
+        let keys =
+            BrokerKeys::open(&table, &ids, &name(), 2, Suite::Classic, LIFETIME, NOW).unwrap();
+        let (id, _) = keys.next_scrip_id(NOW).unwrap();
+        assert_eq!(id.series(), broker_series(2, 1).unwrap());
+        drop(keys);
+        let other = BrokerKeys::open(&table, &ids, &name(), 3, Suite::Classic, LIFETIME, NOW);
+        assert!(matches!(other, Err(BrokerError::Config { .. })));
     }
 
     #[tokio::test]

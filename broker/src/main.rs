@@ -1,12 +1,14 @@
-//! `millicent-broker`: runs a Millicent broker until Ctrl-C or SIGTERM.
+//! `millicent-broker`: runs a Millicent broker node until Ctrl-C or
+//! SIGTERM, and the operator's commands: audits, statements, payouts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use millicent_broker::{BrokerConfig, RunningBroker};
+use millicent_broker::{BrokerConfig, RunningBroker, admin, audit};
 
 /// Group-commit batch sizes: how many operations share one flush.
 const BATCH_BUCKETS: &[f64] = &[
@@ -22,24 +24,35 @@ const SECONDS_BUCKETS: &[f64] = &[
 #[command(
     name = "millicent-broker",
     version,
-    about = "Run a Millicent broker: customer accounts, broker scrip, and vendor scrip \
-             minted under licence.",
-    long_about = "Run a Millicent broker: customer accounts, broker scrip, and vendor scrip \
-                  minted under licence.\n\n\
-                  The broker serves gRPC (millicent.v1.BrokerService) and Prometheus metrics. \
-                  Settings come from the configuration file, then from the environment, then \
-                  from the options below; with no file at all it starts a local broker named \
-                  broker.local on 127.0.0.1:7100 with its store in data/broker.",
+    about = "Run a Millicent broker node, or audit and settle a broker's books.",
+    long_about = "Run a Millicent broker node: customer accounts, broker scrip, and vendor scrip \
+                  minted under licence, resold from a warehouse or bought from another broker.\n\n\
+                  With no command the node serves gRPC (millicent.v1.BrokerService) and Prometheus \
+                  metrics. Settings come from the configuration file, then from the environment, \
+                  then from the options below; with no file at all it starts a local broker named \
+                  broker.local keeping shard 0 on 127.0.0.1:7100, its store in data/broker.\n\n\
+                  The commands audit, statement and payout are for the operator.",
+    args_conflicts_with_subcommands = true,
     after_help = "ENVIRONMENT:\n  \
                   MILLICENT_BROKER_LISTEN          gRPC address (overrides `listen`)\n  \
                   MILLICENT_BROKER_DATA_DIR        store directory (overrides `data_dir`)\n  \
                   MILLICENT_BROKER_METRICS_LISTEN  metrics address (overrides `metrics_listen`)\n  \
-                  MILLICENT_OPERATOR_TOKEN         token of the Credit call (`operator_token`)\n  \
+                  MILLICENT_OPERATOR_TOKEN         token of the operator calls (`operator_token`)\n  \
                   MILLICENT_LICENCE_TOKEN          licence token of every configured vendor\n  \
+                  MILLICENT_BROKER_TOKEN           token of every other broker in [[brokers]]\n  \
                   RUST_LOG                         log filter, for example `info` or \
                   `millicent_broker=debug` (default: info)"
 )]
 struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
     /// TOML configuration file; keys left out take their defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -48,7 +61,7 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Directory of the broker's store and secrets; created with mode 0700.
+    /// Directory of the broker's stores and secrets; created with mode 0700.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
@@ -63,24 +76,150 @@ struct Cli {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the broker node (the same as giving no command).
+    Serve(ServeArgs),
+
+    /// Check a broker's books: every transaction balances, the accounts sum
+    /// to zero, and outstanding scrip is what was issued less what was
+    /// spent, redeemed or renewed. Exits 1 naming the first discrepancy.
+    ///
+    /// Offline (--data-dir, or --config for its data_dir) it reads the
+    /// stores of a stopped node; with --broker it asks every node of a
+    /// running broker to audit itself.
+    Audit(AuditArgs),
+
+    /// Show what each shard owes each vendor and other broker, and has paid.
+    Statement(StatementArgs),
+
+    /// Record a payment to a vendor or another broker (or, with --receive,
+    /// one received from another broker) in one shard's books.
+    Payout(PayoutArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// Data directory of a stopped broker node.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "broker"])]
+    data_dir: Option<PathBuf>,
+
+    /// Configuration file of a stopped broker node; its data_dir is audited.
+    #[arg(long, value_name = "FILE", conflicts_with = "broker")]
+    config: Option<PathBuf>,
+
+    /// URL of any node of a running broker: audit it live.
+    #[arg(long, value_name = "URL", requires = "operator_token")]
+    broker: Option<String>,
+
+    /// The broker's operator token (for --broker).
+    #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// URL of any node of the broker.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7100")]
+    broker: String,
+
+    /// The broker's operator token.
+    #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: String,
+}
+
+#[derive(clap::Args)]
+struct StatementArgs {
+    #[command(flatten)]
+    operator: OperatorArgs,
+
+    /// Ask the vendor nodes for redemption reports first, rather than show
+    /// what the last periodic report said.
+    #[arg(long)]
+    refresh: bool,
+}
+
+#[derive(clap::Args)]
+struct PayoutArgs {
+    #[command(flatten)]
+    operator: OperatorArgs,
+
+    /// The shard whose books the payout settles.
+    #[arg(long, default_value_t = 0)]
+    shard: u8,
+
+    /// A vendor the broker sells, or another broker.
+    #[arg(long, value_name = "NAME")]
+    to: String,
+
+    /// Amount in the smallest unit.
+    #[arg(long)]
+    amount: u64,
+
+    /// The operator's reference, unique per shard; repeating it records
+    /// nothing more.
+    #[arg(long)]
+    reference: String,
+
+    /// Money received from another broker, rather than paid.
+    #[arg(long)]
+    receive: bool,
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
 
-    let mut config = BrokerConfig::load(cli.config.as_deref())?;
-    if let Some(listen) = cli.listen {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Audit(args)) => audit(args).await,
+        Some(Command::Statement(args)) => {
+            let shards = admin::statement(&operator(args.operator), args.refresh).await?;
+            print!("{}", admin::format_statement(&shards));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Payout(args)) => {
+            let order = admin::PayoutOrder {
+                shard: args.shard,
+                counterparty: args.to.clone(),
+                receive: args.receive,
+                amount: args.amount,
+                reference: args.reference.clone(),
+            };
+            let owed = admin::payout(&operator(args.operator), &order).await?;
+            println!(
+                "recorded; {} is now owed {owed} by shard {}",
+                args.to, args.shard
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn operator(args: OperatorArgs) -> admin::Operator {
+    admin::Operator {
+        url: args.broker,
+        token: args.operator_token,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = BrokerConfig::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    if let Some(data_dir) = cli.data_dir {
+    if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
     }
-    if let Some(metrics_listen) = cli.metrics_listen {
+    if let Some(metrics_listen) = args.metrics_listen {
         config.metrics_listen = metrics_listen;
     }
 
@@ -89,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
         .context("invalid histogram buckets")?
         .set_buckets_for_metric(
-            Matcher::Full("millicent_ledger_commit_batch_size".to_owned()),
+            Matcher::Suffix("_commit_batch_size".to_owned()),
             BATCH_BUCKETS,
         )
         .context("invalid histogram buckets")?
@@ -100,7 +239,63 @@ async fn main() -> anyhow::Result<()> {
     let broker = RunningBroker::start(config).await?;
     shutdown_signal().await?;
     broker.shutdown().await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = args.broker {
+        let operator = admin::Operator {
+            url,
+            token: args.operator_token.unwrap_or_default(),
+        };
+        let mut clean = true;
+        for (node, report) in admin::audit(&operator).await? {
+            for shard in &report.shards {
+                println!(
+                    "node {node} shard {}: {} transactions, {} accounts",
+                    shard.shard, shard.transactions, shard.accounts
+                );
+            }
+            if !report.clean {
+                println!("discrepancy on node {node}: {}", report.discrepancy);
+                clean = false;
+            }
+        }
+        return Ok(verdict(clean));
+    }
+
+    let data_dir = match (args.data_dir, args.config) {
+        (Some(dir), _) => dir,
+        (None, config) => BrokerConfig::load(config.as_deref())?.data_dir,
+    };
+    let report = audit::audit_data_dir(&data_dir).await?;
+    for shard in &report.shards {
+        let balances: Vec<String> = shard
+            .balances
+            .iter()
+            .map(|(class, balance)| format!("{class} {balance}"))
+            .collect();
+        println!(
+            "shard {}: {} transactions, {} accounts; {}",
+            shard.shard,
+            shard.transactions,
+            shard.accounts,
+            balances.join(", ")
+        );
+    }
+    if let Some(discrepancy) = &report.discrepancy {
+        println!("discrepancy: {discrepancy}");
+    }
+    Ok(verdict(report.is_clean()))
+}
+
+fn verdict(clean: bool) -> ExitCode {
+    if clean {
+        println!("the books balance");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.

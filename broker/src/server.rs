@@ -1,47 +1,52 @@
-//! Starting, serving and stopping a broker.
+//! Starting, serving and stopping a broker node.
 //!
 //! Start: validate the configuration, prepare the data directory, open the
-//! ledger, load (or create) keys, accounts, spent scrip and licences, bind
-//! the listener, then serve. Shutdown is the same path backwards: stop
-//! accepting, let requests in flight finish, stop the maintenance task,
-//! flush, and release the data directory so it can be opened again.
+//! store of every shard the node keeps (each loading its keys, accounts,
+//! books, spent scrip, licences and warehouse), bind the listener, then
+//! serve. Shutdown is the same path backwards: stop accepting, let requests
+//! in flight finish, stop the maintenance task, flush, and release every
+//! store so that it can be opened again.
 //!
 //! Limits on every call, as tower layers around the service rather than in
 //! the handlers: a deadline, a cap on concurrent calls per connection with
 //! load shedding (excess calls fail fast with `RESOURCE_EXHAUSTED`), and a
-//! cap on message size.
+//! cap on message size. [`server_builder`] is the one place the server is
+//! built, so a transport layer (TLS) wraps it there.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millicent_ledger::{Durability, Ledger, SpendStore};
 use millicent_proto::broker_service_server::BrokerServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::accounts::Accounts;
-use crate::config::{BrokerConfig, Settings};
-use crate::keys::BrokerKeys;
-use crate::licences::Licences;
+use crate::books::Class;
+use crate::config::{BrokerConfig, Source};
+use crate::links::BrokerLinks;
 use crate::service::{Broker, BrokerState};
+use crate::shard::Shard;
 use crate::{BrokerError, telemetry, unix_now};
 
-/// Longest time a call may take before it is cancelled.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time a call (or one exchange on a stream) may take before it is
+/// cancelled.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Calls one connection may have in flight; more are shed.
 const CALLS_PER_CONNECTION: usize = 4096;
 /// Largest request accepted; the largest valid one (an exchange) is about
 /// 1.5 KiB.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// How often reply records are pruned and series rotated.
+/// How often the books are checkpointed and their gauges set.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often reply records are pruned, series rotated and stocks checked.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest wait for calls in flight at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A broker serving gRPC on a local address.
+/// A broker node serving gRPC on a local address.
 pub struct RunningBroker {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -50,43 +55,65 @@ pub struct RunningBroker {
     state: Arc<BrokerState>,
 }
 
+/// The gRPC server with the broker's limits; the transport (plain TCP
+/// today) is given to it by the caller.
+fn server_builder() -> Server {
+    Server::builder()
+        .timeout(CALL_TIMEOUT)
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+        .load_shed(true)
+}
+
 impl RunningBroker {
-    /// Starts a broker and returns once it accepts connections. The data
-    /// directory is created with mode 0700 if needed, and refused if others
-    /// can reach it; a listen port of 0 picks a free one (see
-    /// [`RunningBroker::addr`]).
+    /// Starts a broker node and returns once it accepts connections. The
+    /// data directory and each shard's directory in it are created with
+    /// mode 0700 if needed, and refused if others can reach them; a listen
+    /// port of 0 picks a free one (see [`RunningBroker::addr`]).
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         let settings = config.validate()?;
         millicent_ledger::prepare_data_dir(&config.data_dir)?;
-        let ledger = Ledger::open(&config.data_dir, Durability::Strict)?;
-        let state = match open_state(settings, &ledger).await {
-            Ok(state) => Arc::new(state),
-            Err(error) => {
-                release(ledger).await;
-                return Err(error);
+        let brokers = BrokerLinks::new(&settings.brokers)?;
+        let mut shards = BTreeMap::new();
+        for id in settings.cluster.own().iter().copied() {
+            match Shard::open(&settings, &config.data_dir, id).await {
+                Ok(shard) => {
+                    shards.insert(id, shard);
+                }
+                Err(error) => {
+                    close_shards(shards).await;
+                    return Err(error);
+                }
             }
-        };
+        }
 
         let (listener, addr) = match bind(config.listen).await {
             Ok(bound) => bound,
             Err(error) => {
-                release_state(state).await;
+                close_shards(shards).await;
                 return Err(BrokerError::Bind {
                     addr: config.listen,
                     detail: error.to_string(),
                 });
             }
         };
+        let url = settings
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        telemetry::describe();
+        let mut accounts = 0;
+        for shard in shards.values() {
+            accounts += shard.accounts.count()?;
+        }
+        telemetry::accounts(accounts);
+        let state = Arc::new(BrokerState::new(settings, shards, brokers, url));
 
         let (stop, _) = watch::channel(false);
         let service = BrokerServiceServer::new(Broker::new(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut stopped = stop.subscribe();
         let server = tokio::spawn(
-            Server::builder()
-                .timeout(CALL_TIMEOUT)
-                .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
-                .load_shed(true)
+            server_builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -100,14 +127,18 @@ impl RunningBroker {
 
         let settings = &state.settings;
         if settings.operator_token.is_none() {
-            tracing::warn!("no operator token is configured: every Credit call is refused");
+            tracing::warn!("no operator token is configured: every operator call is refused");
         }
+        let shards: Vec<String> = state.shards.keys().map(u8::to_string).collect();
         tracing::info!(
             broker = %settings.name,
+            node = settings.cluster.node(),
+            shards = %shards.join(","),
             %addr,
+            url = %state.url,
             data_dir = %config.data_dir.display(),
             suite = settings.suite.name(),
-            vendors = settings.vendors.len(),
+            vendors = settings.sources.len(),
             "broker started"
         );
         Ok(RunningBroker {
@@ -125,7 +156,7 @@ impl RunningBroker {
     }
 
     /// Stops accepting connections, lets calls in flight finish (for up to
-    /// ten seconds), flushes the ledger and releases the data directory.
+    /// ten seconds), flushes every shard's store and releases it.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         let RunningBroker {
             addr,
@@ -157,7 +188,7 @@ impl RunningBroker {
             }
         };
         // The maintenance task stops at the signal; a panic in it is
-        // reported, but the store is closed all the same.
+        // reported, but the stores are closed all the same.
         let maintained = maintenance.await.map_err(|error| BrokerError::Server {
             detail: format!("maintenance task failed: {error}"),
         });
@@ -174,80 +205,115 @@ async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, Soc
     Ok((listener, addr))
 }
 
-/// Loads everything the broker keeps in `ledger`.
-async fn open_state(settings: Settings, ledger: &Ledger) -> Result<BrokerState, BrokerError> {
-    let (now, _) = unix_now();
-    let keys_table = ledger.table("keys")?;
-    let ids = ledger.table("ids")?;
-    let keys = BrokerKeys::open(
-        &keys_table,
-        &ids,
-        &settings.name,
-        settings.suite,
-        settings.scrip_lifetime_secs,
-        now,
-    )?;
-    let accounts = Accounts::open(ledger)?;
-    let spends = SpendStore::open(ledger, "spends", settings.retry_window_secs)?;
-    let licences = Licences::open(
-        &settings.name,
-        &settings.vendors,
-        ledger,
-        &keys_table,
-        &ids,
-        now,
-    )?;
-    // Keys made on a first start are durable before anything uses them.
-    ledger.commit().await?;
-
-    telemetry::describe();
-    telemetry::accounts(accounts.count()?);
-    Ok(BrokerState {
-        settings,
-        ledger: ledger.clone(),
-        accounts,
-        keys,
-        licences,
-        spends,
-    })
-}
-
+/// Every few seconds: checkpoints the books and sets the balance gauges.
 /// Every minute: prunes call and reply records past their windows, starts
-/// a new broker-scrip series when due and retires expired ones.
+/// new broker-scrip series when due and retires expired ones, forgets
+/// licences past their renewal grace, and tops up warehouse stocks. Every
+/// settlement interval: asks each vendor node for a redemption report.
 async fn maintain(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
-    // The first tick fires at once; start has just done this work.
-    ticker.tick().await;
+    let mut ticker = tokio::time::interval(CHECKPOINT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticks_per_minute = (MAINTENANCE_INTERVAL.as_secs() / CHECKPOINT_INTERVAL.as_secs()).max(1);
+    let ticks_per_settlement =
+        (state.settings.settlement_interval_secs / CHECKPOINT_INTERVAL.as_secs()).max(1);
+    let mut tick: u64 = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         let working = state.clone();
-        let result = tokio::task::spawn_blocking(move || maintain_once(&working)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "maintenance failed; retrying next minute"),
-            Err(error) => tracing::warn!(%error, "maintenance task failed"),
+        let minute = tick % ticks_per_minute == ticks_per_minute - 1;
+        let result = tokio::task::spawn_blocking(move || upkeep(&working, minute)).await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "maintenance task failed");
         }
-        if let Err(error) = state.ledger.commit().await {
-            tracing::warn!(%error, "commit after maintenance failed");
+        if tick.is_multiple_of(ticks_per_settlement) {
+            settle(&state).await;
+        }
+        if minute {
+            restock(&state).await;
+        }
+        for shard in state.shards.values() {
+            if let Err(error) = shard.ledger.commit().await {
+                tracing::warn!(%error, shard = shard.id, "commit after maintenance failed");
+            }
+        }
+        tick = tick.wrapping_add(1);
+    }
+}
+
+fn upkeep(state: &BrokerState, minute: bool) {
+    let (now, now_ms) = unix_now();
+    let window_ms = state.settings.clock_window_secs.saturating_mul(1000);
+    for shard in state.shards.values() {
+        let _upkeep = shard
+            .upkeep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(error) = shard.books.checkpoint() {
+            tracing::warn!(%error, shard = shard.id, "checkpointing the books failed");
+        }
+        let balances = shard.books.balances().by_class();
+        for class in Class::ALL {
+            telemetry::ledger_balance(shard.id, class, balances.get(&class).copied().unwrap_or(0));
+        }
+        if !minute {
+            continue;
+        }
+        let result = (|| -> Result<(), BrokerError> {
+            shard.accounts.prune_calls(now_ms, window_ms)?;
+            shard.spends.prune_replies(now)?;
+            shard.keys.rotate_if_due(now)?;
+            shard.keys.retire_expired(now, &shard.spends)?;
+            shard
+                .licences
+                .prune(now, state.settings.renewal_grace_secs)?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            tracing::warn!(%error, shard = shard.id, "maintenance failed; retrying next minute");
         }
     }
 }
 
-fn maintain_once(state: &BrokerState) -> Result<(), BrokerError> {
+/// Asks every vendor node for a report on each shard's series.
+async fn settle(state: &BrokerState) {
+    for shard in state.shards.values() {
+        for vendor in &state.settings.vendors {
+            if let Err(error) = shard.settlement.settle(shard, vendor).await {
+                tracing::warn!(vendor = %vendor.name, shard = shard.id, %error, "redemption report failed");
+            }
+        }
+    }
+}
+
+/// Buys a block for every warehouse stock below its low water.
+async fn restock(state: &BrokerState) {
     let (now, now_ms) = unix_now();
-    let window_ms = state.settings.clock_window_secs.saturating_mul(1000);
-    state.accounts.prune_calls(now_ms, window_ms)?;
-    state.spends.prune_replies(now)?;
-    state.keys.rotate_if_due(now)?;
-    state.keys.retire_expired(now, &state.spends)?;
-    Ok(())
+    for shard in state.shards.values() {
+        for vendor in &state.settings.vendors {
+            if !matches!(vendor.source, Source::Warehouse(_)) {
+                continue;
+            }
+            telemetry::warehouse_stock(
+                shard.id,
+                vendor.name.as_str(),
+                shard.warehouse.in_stock(&vendor.name),
+            );
+            if !shard.warehouse.begin_restock(&vendor.name) {
+                continue;
+            }
+            if let Err(error) = shard.warehouse.buy_block(shard, vendor, now, now_ms).await {
+                tracing::warn!(vendor = %vendor.name, shard = shard.id, %error, "buying a warehouse block failed");
+            }
+            shard.warehouse.restocked(&vendor.name);
+        }
+    }
 }
 
 /// Waits for the last other handle on the state to go (connection tasks
-/// finish shortly after the server stops), then closes the ledger.
+/// finish shortly after the server stops), then closes every shard.
 async fn close_state(mut state: Arc<BrokerState>) -> Result<(), BrokerError> {
     const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
     let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
@@ -265,18 +331,24 @@ async fn close_state(mut state: Arc<BrokerState>) -> Result<(), BrokerError> {
             }
         }
     };
-    let ledger = state.into_ledger();
-    ledger.close().await.map_err(BrokerError::from)
-}
-
-async fn release_state(state: Arc<BrokerState>) {
-    if let Err(error) = close_state(state).await {
-        tracing::warn!(%error, "could not release the data directory");
+    let mut result = Ok(());
+    for (_, shard) in state.into_shards() {
+        // The books are checkpointed on the way out: the next start
+        // replays nothing.
+        if let Err(error) = shard.books.checkpoint() {
+            tracing::warn!(%error, shard = shard.id, "final checkpoint failed");
+        }
+        if let Err(error) = shard.close().await {
+            result = Err(BrokerError::from(error));
+        }
     }
+    result
 }
 
-async fn release(ledger: Ledger) {
-    if let Err(error) = ledger.close().await {
-        tracing::warn!(%error, "could not release the data directory");
+async fn close_shards(shards: BTreeMap<u8, Shard>) {
+    for (_, shard) in shards {
+        if let Err(error) = shard.close().await {
+            tracing::warn!(%error, "could not release the data directory");
+        }
     }
 }

@@ -4,6 +4,9 @@
 // In test code a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Every test that refuses something ends with an audit of the books, live
+// and offline: no refusal may leave them out of balance.
+
 mod support;
 
 use std::collections::HashSet;
@@ -13,21 +16,6 @@ use millicent_core::{Amount, ScripBody, Suite};
 use millicent_proto as proto;
 use support::*;
 use tonic::Code;
-
-async fn start(dir: &std::path::Path, vendor: Option<&TestVendor>) -> (RunningBroker, Client) {
-    let broker = RunningBroker::start(config(dir, vendor)).await.unwrap();
-    let client = connect(broker.addr()).await;
-    (broker, client)
-}
-
-/// An account holding `amount` of broker scrip in one piece, and a balance
-/// of `left`.
-async fn funded(client: &mut Client, amount: u64, left: u64) -> (Account, Held) {
-    let account = open_account(client).await;
-    credit(client, account.id, amount + left, "funding").await;
-    let held = buy(client, &account, amount).await.unwrap();
-    (account, held)
-}
 
 #[tokio::test]
 async fn open_credit_buy_and_exchange_with_change() {
@@ -95,7 +83,9 @@ async fn open_credit_buy_and_exchange_with_change() {
     );
     assert_eq!(statement.entries[0].reference, "card-1");
 
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[tokio::test]
@@ -124,7 +114,9 @@ async fn credit_needs_the_operator_token_and_is_idempotent_per_reference() {
     let no_reference = credit_with(&mut client, token, account.id, 1, "").await;
     assert_refused(no_reference, Code::InvalidArgument, "malformed");
     assert_eq!(balance(&mut client, &account).await, 15);
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 
     // Without an operator token, credits are refused outright.
     let mut config = config(dir.path(), None);
@@ -163,7 +155,9 @@ async fn a_replayed_purchase_returns_the_same_reply_and_debits_once() {
         .await;
     assert_refused(refused, Code::Unauthenticated, "unauthenticated");
     assert_eq!(balance(&mut client, &account).await, 39);
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[tokio::test]
@@ -227,7 +221,9 @@ async fn refused_account_calls_change_no_balance() {
     assert_refused(result, Code::InvalidArgument, "too_large");
     assert_eq!(balance(&mut client, &rich).await, 2 * half);
 
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[tokio::test]
@@ -260,7 +256,9 @@ async fn concurrent_purchases_never_overdraw() {
         .map(|held| held.scrip.body().cust_id.as_u64())
         .collect();
     assert_eq!((ids.len(), customers.len()), (14, 14));
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[tokio::test]
@@ -319,7 +317,9 @@ async fn exchange_refusals_spend_nothing_and_a_spent_scrip_only_retries() {
     let (other_request, _) = exchange_request(&held, VENDOR, 10);
     let result = client.exchange(other_request).await;
     assert_refused(result, Code::AlreadyExists, "double_spend");
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[tokio::test]
@@ -342,7 +342,9 @@ async fn vendor_scrip_waits_for_a_licence_and_the_broker_asks_again() {
     let reply = client.exchange(request).await.unwrap().into_inner();
     check_exchange_reply(&held, &payment, &reply, &vendor);
     assert_eq!(vendor.grants(), 1);
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[tokio::test]
@@ -381,7 +383,9 @@ async fn a_restart_keeps_balances_spent_scrip_and_never_reuses_an_id() {
     assert!(broker_ids.insert(exchanged.change.unwrap().scrip.id()));
     // The licence was kept across the restart.
     assert_eq!(vendor.grants(), 1);
+    assert_live_audit_clean(&mut client).await;
     broker.shutdown().await.unwrap();
+    assert_audit_clean(dir.path()).await;
 }
 
 #[cfg(unix)]

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use millicent_core::account::{self, NONCE_LEN};
 use millicent_core::exchange::{self, ExchangeRequest};
+use millicent_core::payment;
 use millicent_core::{
     Amount, CustomerSecret, Payment, PaymentReply, Scrip, SealPurpose, Suite, Variant, VendorName,
 };
@@ -129,6 +130,52 @@ pub struct BrokerInfoSummary {
     pub suite: Suite,
     /// The vendors it can sell scrip for.
     pub vendors: Vec<String>,
+    /// Which of its nodes keeps which shard.
+    pub cluster: ClusterMap,
+}
+
+/// A broker node and the shards it keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardOwner {
+    /// The node's name.
+    pub node: String,
+    /// Where it is reached.
+    pub url: String,
+    /// The shards it keeps.
+    pub shards: Vec<u8>,
+}
+
+/// Which node of a broker keeps which shard, as the broker publishes it.
+///
+/// An account belongs to the shard in the top byte of its ID, broker scrip
+/// to the shard in the top byte of its series (see
+/// [`millicent_core::broker`]); calls about either go to the node keeping
+/// that shard. A broker without shards publishes one node keeping shard 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMap {
+    /// Every node of the broker.
+    pub nodes: Vec<ShardOwner>,
+}
+
+impl ClusterMap {
+    /// The URL of the node keeping `shard`, if any does.
+    pub fn url_of_shard(&self, shard: u8) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|node| node.shards.contains(&shard))
+            .map(|node| node.url.as_str())
+    }
+
+    /// The URL of the node keeping account `account_id`.
+    pub fn url_of_account(&self, account_id: u64) -> Option<&str> {
+        self.url_of_shard(millicent_core::broker::account_shard(account_id))
+    }
+
+    /// The URL of the node that takes `broker_scrip` (in an exchange or a
+    /// refund).
+    pub fn url_of_scrip(&self, broker_scrip: &Scrip) -> Option<&str> {
+        self.url_of_shard(millicent_core::broker::scrip_shard(broker_scrip.id()))
+    }
 }
 
 /// Asks a broker for its name, suite and the vendors it serves.
@@ -153,11 +200,85 @@ pub async fn broker_info(
                 reply.suite
             ),
         })?;
+    let mut nodes = Vec::with_capacity(reply.cluster.len());
+    for owner in reply.cluster {
+        let shards = owner
+            .shards
+            .iter()
+            .map(|shard| u8::try_from(*shard))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| ClientError::BadReply {
+                call: "GetBrokerInfo",
+                detail: format!("names a shard above 255 for node {}", owner.node),
+            })?;
+        nodes.push(ShardOwner {
+            node: owner.node,
+            url: normalize_url(&owner.url)?,
+            shards,
+        });
+    }
     Ok(BrokerInfoSummary {
         name,
         suite,
         vendors: reply.vendors,
+        cluster: ClusterMap { nodes },
     })
+}
+
+/// A broker client connected to the node keeping `shard`, found through
+/// the cluster map of the node at `url` (which is used itself when it
+/// keeps the shard or publishes no map).
+pub async fn connect_broker_for_shard(
+    url: &str,
+    shard: u8,
+) -> Result<BrokerServiceClient<Channel>, ClientError> {
+    let mut client = connect_broker(url).await?;
+    let info = broker_info(&mut client).await?;
+    match info.cluster.url_of_shard(shard) {
+        Some(owner) if normalize_url(owner)? != normalize_url(url)? => connect_broker(owner).await,
+        _ => Ok(client),
+    }
+}
+
+/// A broker client connected to the node keeping account `account_id`.
+pub async fn connect_broker_for_account(
+    url: &str,
+    account_id: u64,
+) -> Result<BrokerServiceClient<Channel>, ClientError> {
+    connect_broker_for_shard(url, millicent_core::broker::account_shard(account_id)).await
+}
+
+/// The metadata entry of a `wrong_node` refusal giving the owner's URL.
+pub const OWNER_URL_METADATA_KEY: &str = "millicent-owner-url";
+
+/// Makes one broker call; if the node answers `wrong_node`, connects
+/// `client` to the node it names and makes the call there once more (a
+/// refused call changed nothing, so repeating it is safe). `client` stays
+/// connected to that node afterwards.
+async fn routed<T, F, Fut>(
+    client: &mut BrokerServiceClient<Channel>,
+    call: F,
+) -> Result<T, ClientError>
+where
+    F: Fn(BrokerServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let status = match call(client.clone()).await {
+        Ok(reply) => return Ok(reply.into_inner()),
+        Err(status) => status,
+    };
+    let owner = status
+        .metadata()
+        .get(crate::REASON_METADATA_KEY)
+        .filter(|reason| *reason == "wrong_node")
+        .and_then(|_| status.metadata().get(OWNER_URL_METADATA_KEY))
+        .and_then(|url| url.to_str().ok())
+        .map(str::to_owned);
+    let Some(owner) = owner else {
+        return Err(ClientError::from_status(status));
+    };
+    *client = connect_broker(&owner).await?;
+    Ok(call(client.clone()).await?.into_inner())
 }
 
 /// The proof that an account call comes from the key's holder:
@@ -246,13 +367,15 @@ pub async fn buy_broker_scrip_as(
         call.timestamp_ms,
         call.nonce,
     );
-    let reply = client
-        .buy_broker_scrip(wire::BuyBrokerScripRequest {
-            auth: Some(auth),
-            amount: amount.units(),
-        })
-        .await?
-        .into_inner();
+    let request = wire::BuyBrokerScripRequest {
+        auth: Some(auth),
+        amount: amount.units(),
+    };
+    let reply = routed(client, |mut client| {
+        let request = request.clone();
+        async move { client.buy_broker_scrip(request).await }
+    })
+    .await?;
 
     let scrip = scrip_from_wire(required(reply.scrip.as_ref(), "BuyBrokerScrip", "scrip")?)?;
     if scrip.value() != amount {
@@ -320,10 +443,12 @@ pub async fn get_account(
         call.timestamp_ms,
         call.nonce,
     );
-    let reply = client
-        .get_account(wire::GetAccountRequest { auth: Some(auth) })
-        .await?
-        .into_inner();
+    let request = wire::GetAccountRequest { auth: Some(auth) };
+    let reply = routed(client, |mut client| {
+        let request = request.clone();
+        async move { client.get_account(request).await }
+    })
+    .await?;
     Ok(AccountStatementSummary {
         account_id: reply.account_id,
         balance: Amount::new(reply.balance),
@@ -351,33 +476,35 @@ pub async fn credit(
     amount: Amount,
     reference: &str,
 ) -> Result<Amount, ClientError> {
-    let mut request = tonic::Request::new(wire::CreditRequest {
+    let message = wire::CreditRequest {
         account_id,
         amount: amount.units(),
         reference: reference.to_owned(),
-    });
-    let bearer =
-        format!("Bearer {operator_token}")
-            .parse()
-            .map_err(|_| ClientError::InvalidArgument {
+    };
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {operator_token}")
+        .parse()
+        .map_err(|_| ClientError::InvalidArgument {
+            what: "operator token",
+            value: "(not shown)".to_owned(),
+            error: millicent_core::Error::Malformed {
                 what: "operator token",
-                value: "(not shown)".to_owned(),
-                error: millicent_core::Error::Malformed {
-                    what: "operator token",
-                    detail: "only visible ASCII is allowed in a token",
-                },
-            })?;
-    request.metadata_mut().insert("authorization", bearer);
-    let reply = client
-        .credit(request)
-        .await
-        .map_err(|status| match ClientError::from_status(status) {
-            ClientError::Refused {
-                reason, message, ..
-            } if reason == "unauthenticated" => ClientError::OperatorTokenRefused { message },
-            other => other,
-        })?
-        .into_inner();
+                detail: "only visible ASCII is allowed in a token",
+            },
+        })?;
+    let reply = routed(client, |mut client| {
+        let mut request = tonic::Request::new(message.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+        async move { client.credit(request).await }
+    })
+    .await
+    .map_err(|error| match error {
+        ClientError::Refused {
+            reason, message, ..
+        } if reason == "unauthenticated" => ClientError::OperatorTokenRefused { message },
+        other => other,
+    })?;
     Ok(Amount::new(reply.balance))
 }
 
@@ -407,62 +534,244 @@ pub async fn exchange(
     vendor: &VendorName,
     value: Amount,
 ) -> Result<Exchanged, ClientError> {
-    let order = ExchangeRequest {
-        vendor: vendor.clone(),
-        value,
-    }
-    .encode();
-    let payment = Payment::prepare(
+    let prepared = PreparedExchange::new(broker_scrip, broker_secret, vendor, value)?;
+    let reply = routed(client, |mut client| {
+        let request = prepared.request.clone();
+        async move { client.exchange(request).await }
+    })
+    .await?;
+    prepared.check(broker_secret, &reply)
+}
+
+/// A secure-variant payment to the broker in `broker_scrip`, with `order`
+/// as its request.
+fn pay_broker(
+    broker_scrip: &Scrip,
+    broker_secret: &CustomerSecret,
+    order: &[u8],
+) -> Result<Payment, ClientError> {
+    Payment::prepare(
         broker_scrip.clone(),
         broker_secret,
         Variant::Secure,
-        &order,
+        order,
         &random_nonce(broker_scrip.suite()),
     )
-    .map_err(prepare_error)?;
-    let reply = client
-        .exchange(wire::ExchangeRequest {
+    .map_err(prepare_error)
+}
+
+/// An exchange ready to send, and what its reply must be: for sending
+/// exchanges another way than [`exchange`] (many on one `ExchangeStream`).
+#[derive(Debug)]
+pub struct PreparedExchange {
+    payment: Payment,
+    request: wire::ExchangeRequest,
+    vendor: VendorName,
+    value: Amount,
+}
+
+impl PreparedExchange {
+    /// Prepares the exchange of `broker_scrip` for `value` of `vendor`'s
+    /// scrip.
+    pub fn new(
+        broker_scrip: &Scrip,
+        broker_secret: &CustomerSecret,
+        vendor: &VendorName,
+        value: Amount,
+    ) -> Result<PreparedExchange, ClientError> {
+        let order = ExchangeRequest {
+            vendor: vendor.clone(),
+            value,
+        }
+        .encode();
+        let payment = pay_broker(broker_scrip, broker_secret, &order)?;
+        let request = wire::ExchangeRequest {
             broker_scrip: Some(scrip_to_wire(broker_scrip)),
             request: payment.request.clone(),
             request_stamp: stamp_bytes(&payment),
+        };
+        Ok(PreparedExchange {
+            payment,
+            request,
+            vendor: vendor.clone(),
+            value,
         })
-        .await?
-        .into_inner();
+    }
 
-    let vendor_scrip = scrip_from_wire(required(
-        reply.vendor_scrip.as_ref(),
-        "Exchange",
-        "vendor scrip",
-    )?)?;
+    /// The request to send.
+    pub fn request(&self) -> &wire::ExchangeRequest {
+        &self.request
+    }
+
+    /// Checks the broker's reply (reply stamp, change, the vendor scrip and
+    /// its sealed secret) and opens it.
+    pub fn check(
+        &self,
+        broker_secret: &CustomerSecret,
+        reply: &wire::ExchangeReply,
+    ) -> Result<Exchanged, ClientError> {
+        let broker_scrip = &self.payment.scrip;
+        let vendor_scrip = scrip_from_wire(required(
+            reply.vendor_scrip.as_ref(),
+            "Exchange",
+            "vendor scrip",
+        )?)?;
+        let checked = PaymentReply {
+            goods: exchange::exchange_goods(&vendor_scrip, &reply.sealed_customer_secret),
+            change: reply.change.as_ref().map(scrip_from_wire).transpose()?,
+            reply_stamp: optional_stamp(broker_scrip.suite(), "reply stamp", &reply.reply_stamp)?,
+            price: Amount::new(reply.price),
+        };
+        checked.open(&self.payment, broker_secret)?;
+        let vendor_secret = exchange::open_customer_secret(
+            broker_scrip.suite(),
+            broker_secret,
+            &reply.sealed_customer_secret,
+            vendor_scrip.suite(),
+        )?;
+
+        let body = vendor_scrip.body();
+        if body.vendor != self.vendor || body.value != self.value {
+            return Err(ClientError::BadReply {
+                call: "Exchange",
+                detail: format!(
+                    "carries scrip worth {} for {}, not {} for {}",
+                    body.value, body.vendor, self.value, self.vendor
+                ),
+            });
+        }
+        Ok(Exchanged {
+            vendor_scrip,
+            vendor_secret,
+            change: checked.change,
+            price: checked.price,
+        })
+    }
+}
+
+/// A refund of broker scrip into an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refunded {
+    /// The account credited.
+    pub account_id: u64,
+    /// The value credited: the scrip's whole value.
+    pub credited: Amount,
+    /// The account's balance right after the refund.
+    pub balance: Amount,
+}
+
+/// Turns unspent `broker_scrip` back into balance of account `account_id`,
+/// which must be of the scrip's shard (the account the scrip was bought
+/// from always is). A secure-variant payment to the broker, so the reply
+/// stamp proves the refund is the broker's answer; repeating the call
+/// after a lost reply gets the same reply and credits nothing more.
+pub async fn refund(
+    client: &mut BrokerServiceClient<Channel>,
+    broker_scrip: &Scrip,
+    broker_secret: &CustomerSecret,
+    account_id: u64,
+) -> Result<Refunded, ClientError> {
+    let order = millicent_core::broker::RefundRequest { account_id }.encode();
+    let payment = pay_broker(broker_scrip, broker_secret, &order)?;
+    let request = wire::RefundRequest {
+        broker_scrip: Some(scrip_to_wire(broker_scrip)),
+        request: payment.request.clone(),
+        request_stamp: stamp_bytes(&payment),
+    };
+    let reply = routed(client, |mut client| {
+        let request = request.clone();
+        async move { client.refund(request).await }
+    })
+    .await?;
+
+    let goods =
+        millicent_core::broker::refund_goods(reply.account_id, reply.credited, reply.balance);
     let checked = PaymentReply {
-        goods: exchange::exchange_goods(&vendor_scrip, &reply.sealed_customer_secret),
-        change: reply.change.as_ref().map(scrip_from_wire).transpose()?,
+        goods: goods.to_vec(),
+        change: None,
         reply_stamp: optional_stamp(broker_scrip.suite(), "reply stamp", &reply.reply_stamp)?,
-        price: Amount::new(reply.price),
+        price: broker_scrip.value(),
     };
     checked.open(&payment, broker_secret)?;
-    let vendor_secret = exchange::open_customer_secret(
-        broker_scrip.suite(),
-        broker_secret,
-        &reply.sealed_customer_secret,
-        vendor_scrip.suite(),
-    )?;
-
-    let body = vendor_scrip.body();
-    if body.vendor != *vendor || body.value != value {
+    if reply.account_id != account_id || reply.credited != broker_scrip.value().units() {
         return Err(ClientError::BadReply {
-            call: "Exchange",
+            call: "Refund",
             detail: format!(
-                "carries scrip worth {} for {}, not {value} for {vendor}",
-                body.value, body.vendor
+                "credits {} to account {}, not {} to account {account_id}",
+                reply.credited,
+                reply.account_id,
+                broker_scrip.value()
             ),
         });
     }
-    Ok(Exchanged {
-        vendor_scrip,
+    Ok(Refunded {
+        account_id,
+        credited: Amount::new(reply.credited),
+        balance: Amount::new(reply.balance),
+    })
+}
+
+/// Fresh vendor scrip for expired scrip.
+#[derive(Debug)]
+pub struct Renewed {
+    /// The fresh scrip, of the same vendor and value.
+    pub vendor_scrip: Scrip,
+    /// Its customer secret.
+    pub vendor_secret: CustomerSecret,
+}
+
+/// Exchanges `expired` vendor scrip, which the broker sold and which
+/// expired unspent within the broker's grace period, for fresh scrip of the
+/// same value. `shard` is the shard of the broker scrip that bought it (the
+/// top byte of that scrip's series); `client` may be connected to any node
+/// of the broker. Repeating the call after a lost reply gets the same scrip.
+pub async fn renew_vendor_scrip(
+    client: &mut BrokerServiceClient<Channel>,
+    shard: u8,
+    expired: &Scrip,
+    secret: &CustomerSecret,
+) -> Result<Renewed, ClientError> {
+    let stamp = payment::request_stamp(secret, expired, millicent_core::broker::RENEWAL_REQUEST);
+    let request = wire::RenewRequest {
+        shard: u32::from(shard),
+        vendor_scrip: Some(scrip_to_wire(expired)),
+        request_stamp: stamp.as_bytes().to_vec(),
+    };
+    let reply = routed(client, |mut client| {
+        let request = request.clone();
+        async move { client.renew_vendor_scrip(request).await }
+    })
+    .await?;
+
+    let fresh = scrip_from_wire(required(
+        reply.vendor_scrip.as_ref(),
+        "RenewVendorScrip",
+        "vendor scrip",
+    )?)?;
+    let goods = exchange::exchange_goods(&fresh, &reply.sealed_customer_secret);
+    let expected = payment::reply_stamp(expired.suite(), secret, &stamp, None, &goods);
+    if !expected.ct_eq_bytes(&reply.reply_stamp) {
+        return Err(millicent_core::Error::BadReplyStamp.into());
+    }
+    let vendor_secret = exchange::open_customer_secret(
+        expired.suite(),
+        secret,
+        &reply.sealed_customer_secret,
+        fresh.suite(),
+    )?;
+    let (old, new) = (expired.body(), fresh.body());
+    if new.vendor != old.vendor || new.value != old.value {
+        return Err(ClientError::BadReply {
+            call: "RenewVendorScrip",
+            detail: format!(
+                "carries scrip worth {} for {}, not {} for {}",
+                new.value, new.vendor, old.value, old.vendor
+            ),
+        });
+    }
+    Ok(Renewed {
+        vendor_scrip: fresh,
         vendor_secret,
-        change: checked.change,
-        price: checked.price,
     })
 }
 
@@ -651,6 +960,28 @@ mod tests {
         assert_eq!(auth.timestamp_ms, 1_700_000_000_000);
         assert_eq!(auth.nonce, nonce);
         assert_eq!(METHOD_GET_ACCOUNT, "GetAccount");
+    }
+
+    #[test]
+    fn the_cluster_map_routes_accounts_and_scrip_by_their_shard() {
+        let map = ClusterMap {
+            nodes: vec![
+                ShardOwner {
+                    node: "b1".into(),
+                    url: "http://a:1".into(),
+                    shards: vec![0, 1],
+                },
+                ShardOwner {
+                    node: "b2".into(),
+                    url: "http://b:1".into(),
+                    shards: vec![2],
+                },
+            ],
+        };
+        let account = millicent_core::broker::account_id(2, 5).unwrap();
+        assert_eq!(map.url_of_account(account), Some("http://b:1"));
+        assert_eq!(map.url_of_account(7), Some("http://a:1"));
+        assert_eq!(map.url_of_shard(3), None);
     }
 
     #[test]

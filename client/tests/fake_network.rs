@@ -149,6 +149,20 @@ impl VendorService for FakeVendor {
         Err(Status::unimplemented("the wallet does not stream payments"))
     }
 
+    async fn sell_scrip_block(
+        &self,
+        _request: Request<wire::SellScripBlockRequest>,
+    ) -> Result<Response<wire::ScripBlock>, Status> {
+        Err(Status::unimplemented("the wallet buys no blocks"))
+    }
+
+    async fn report_redemptions(
+        &self,
+        _request: Request<wire::RedemptionsRequest>,
+    ) -> Result<Response<wire::RedemptionReport>, Status> {
+        Err(Status::unimplemented("the wallet asks for no reports"))
+    }
+
     async fn pay(
         &self,
         request: Request<wire::PayRequest>,
@@ -486,7 +500,61 @@ impl BrokerService for FakeBroker {
             broker: BROKER.into(),
             suite: 1,
             vendors: vec![VENDOR.into()],
+            ..wire::BrokerInfo::default()
         }))
+    }
+
+    type ExchangeStreamStream = tonic::codegen::BoxStream<wire::ExchangeStreamReply>;
+
+    async fn exchange_stream(
+        &self,
+        _: Request<tonic::Streaming<wire::ExchangeStreamRequest>>,
+    ) -> Result<Response<Self::ExchangeStreamStream>, Status> {
+        Err(Status::unimplemented(
+            "the wallet does not stream exchanges",
+        ))
+    }
+
+    async fn refund(
+        &self,
+        _: Request<wire::RefundRequest>,
+    ) -> Result<Response<wire::RefundReply>, Status> {
+        Err(Status::unimplemented("the wallet refunds nothing"))
+    }
+
+    async fn renew_vendor_scrip(
+        &self,
+        _: Request<wire::RenewRequest>,
+    ) -> Result<Response<wire::RenewReply>, Status> {
+        Err(Status::unimplemented("the wallet renews nothing"))
+    }
+
+    async fn peer_exchange(
+        &self,
+        _: Request<wire::PeerExchangeRequest>,
+    ) -> Result<Response<wire::PeerExchangeReply>, Status> {
+        Err(Status::unimplemented("a wallet is no broker"))
+    }
+
+    async fn get_settlement(
+        &self,
+        _: Request<wire::GetSettlementRequest>,
+    ) -> Result<Response<wire::Settlement>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn record_payout(
+        &self,
+        _: Request<wire::PayoutRequest>,
+    ) -> Result<Response<wire::PayoutReply>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn audit(
+        &self,
+        _: Request<wire::AuditRequest>,
+    ) -> Result<Response<wire::AuditReport>, Status> {
+        Err(Status::unimplemented("operator call"))
     }
 }
 

@@ -10,6 +10,7 @@
 //! `core/tests/vectors.rs` recomputes every output from the checked-in file.
 
 use millicent_core::account::{account_key, account_mac};
+use millicent_core::broker;
 use millicent_core::exchange::{ExchangeRequest, exchange_goods, seal_customer_secret};
 use millicent_core::keys::{certificate, customer_secret};
 use millicent_core::payment::{ChangeSlot, reply_stamp, request_stamp};
@@ -216,6 +217,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "goods": hex::encode(exchange_goods(&scrip, &sealed_cs)),
     })];
 
+    let broker_ids = vec![json!({
+        "shard": 3,
+        "account_number": "77",
+        "account_id": broker::account_id(3, 77)?.to_string(),
+        "series_number": 9,
+        "series": broker::broker_series(3, 9)?,
+    })];
+    let refund = broker::RefundRequest { account_id: 42 }.encode();
+    let refund_stamp = request_stamp(&cs, &scrip, &refund);
+    let refund_goods = broker::refund_goods(42, 1000, 1500);
+    let refunds = vec![json!({
+        "customer_secret": hex::encode(cs.expose_bytes()),
+        "body": hex::encode(scrip.encoded_body()),
+        "certificate": hex::encode(scrip.certificate().as_bytes()),
+        "account_id": "42",
+        "request": hex::encode(refund),
+        "request_stamp": hex::encode(refund_stamp.as_bytes()),
+        "credited": "1000",
+        "balance": "1500",
+        "goods": hex::encode(refund_goods),
+        "reply_stamp": hex::encode(reply_stamp(suite, &cs, &refund_stamp, None, &refund_goods).as_bytes()),
+    })];
+    let fresh = keys.mint(ScripBody {
+        id: ScripId::new(5, 3),
+        cust_id: CustId::new(3, 78)?,
+        ..bodies[0].clone()
+    })?;
+    let fresh_cs = customer_secret(&customer_master, fresh.body().cust_id);
+    let renewal_stamp = request_stamp(&cs, &scrip, broker::RENEWAL_REQUEST);
+    let sealed_fresh =
+        seal_customer_secret(suite, &cs, &bytes(0x66, suite.nonce_len()), &fresh_cs)?;
+    let renewal_goods = exchange_goods(&fresh, &sealed_fresh);
+    let renewals = vec![json!({
+        "customer_secret": hex::encode(cs.expose_bytes()),
+        "body": hex::encode(scrip.encoded_body()),
+        "certificate": hex::encode(scrip.certificate().as_bytes()),
+        "request": hex::encode(broker::RENEWAL_REQUEST),
+        "request_stamp": hex::encode(renewal_stamp.as_bytes()),
+        "fresh_scrip": hex::encode(fresh.encode()),
+        "fresh_customer_secret": hex::encode(fresh_cs.expose_bytes()),
+        "seal_nonce": hex::encode(bytes(0x66, suite.nonce_len())),
+        "sealed_customer_secret": hex::encode(&sealed_fresh),
+        "goods": hex::encode(&renewal_goods),
+        "reply_stamp": hex::encode(reply_stamp(suite, &cs, &renewal_stamp, None, &renewal_goods).as_bytes()),
+    })];
+
     let mut payments = Vec::new();
     for variant in Variant::ALL {
         let request_nonce = bytes(0x21, suite.nonce_len());
@@ -263,6 +310,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "account_mac": account_macs,
         "exchange_request": exchange_requests,
         "exchange_goods": exchange_goods_vectors,
+        "broker_ids": broker_ids,
+        "refund": refunds,
+        "renewal": renewals,
         "payment": payments,
     });
     println!("{}", serde_json::to_string_pretty(&document)?);

@@ -13,6 +13,7 @@
 //! - [`keys`]: master secrets, certificates and customer secrets;
 //! - [`payment`]: request and reply stamps, the three variants, change;
 //! - [`exchange`]: the broker's exchange request and sealed customer secrets;
+//! - [`broker`]: shards of accounts and broker scrip, refunds, renewals;
 //! - [`account`]: authentication of account calls to a broker;
 //! - [`spent`]: the spent-ID set, one bitmap per series;
 //! - [`amount`]: amounts in the smallest unit, with overflow checked;
@@ -31,6 +32,7 @@
 
 pub mod account;
 pub mod amount;
+pub mod broker;
 mod error;
 pub mod exchange;
 pub mod keys;

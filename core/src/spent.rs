@@ -176,6 +176,24 @@ impl SpentSet {
         self.series.remove(&series);
     }
 
+    /// Up to `max_words` words of the bitmap of `series`, from word
+    /// `first_word` on (see [`SeriesBitmap::word`]), without the zero
+    /// words at the end; empty if nothing from there on is spent.
+    pub fn series_words(&self, series: u32, first_word: u32, max_words: usize) -> Vec<u64> {
+        let Some(bitmap) = self.series.get(&series) else {
+            return Vec::new();
+        };
+        let words_held = (bitmap.chunks.len() * CHUNK_WORDS) as u64;
+        let end = words_held.min(u64::from(first_word) + max_words as u64);
+        let mut words: Vec<u64> = (u64::from(first_word)..end)
+            .map(|index| bitmap.word(index as u32))
+            .collect();
+        while words.last() == Some(&0) {
+            words.pop();
+        }
+        words
+    }
+
     /// The series with at least one spent ID.
     pub fn series(&self) -> Vec<u32> {
         self.series.iter().map(|entry| *entry.key()).collect()
@@ -214,6 +232,23 @@ mod tests {
         set.remove(id);
         assert!(!set.contains(id));
         assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn a_series_reads_back_as_words_from_any_start() {
+        let set = SpentSet::new();
+        for seq in [0, 65, 130, 5000] {
+            set.insert(ScripId::new(4, seq));
+        }
+        let words = set.series_words(4, 0, 1000);
+        assert_eq!(words.len(), 5000 / 64 + 1);
+        assert_eq!(words[0], 1);
+        assert_eq!(words[1], 1 << 1);
+        assert_eq!(words[2], 1 << 2);
+        assert_eq!(words[5000 / 64], 1 << (5000 % 64));
+        assert_eq!(set.series_words(4, 1, 2), [1 << 1, 1 << 2]);
+        assert!(set.series_words(4, 3, 10).is_empty());
+        assert!(set.series_words(9, 0, 10).is_empty());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use millicent_core::account::{account_key, account_mac};
-use millicent_core::exchange::{ExchangeRequest, exchange_goods};
+use millicent_core::broker;
+use millicent_core::exchange::{ExchangeRequest, exchange_goods, open_customer_secret};
 use millicent_core::keys::{certificate, customer_secret};
 use millicent_core::payment::{ChangeSlot, reply_stamp, request_stamp};
 use millicent_core::{
@@ -238,6 +239,53 @@ fn exchange_encodings() {
             let scrip = Scrip::decode_concatenated(&hex_of(case, "vendor_scrip")).unwrap();
             let goods = exchange_goods(&scrip, &hex_of(case, "sealed_customer_secret"));
             assert_eq!(goods, hex_of(case, "goods"));
+        }
+    }
+}
+
+#[test]
+fn broker_ids_refunds_and_renewals() {
+    for (suite, doc) in docs() {
+        for case in cases(&doc, "broker_ids") {
+            let shard = case["shard"].as_u64().unwrap() as u8;
+            let account = broker::account_id(shard, u64_of(case, "account_number")).unwrap();
+            assert_eq!(account, u64_of(case, "account_id"));
+            assert_eq!(broker::account_shard(account), shard);
+            let number = case["series_number"].as_u64().unwrap() as u32;
+            let series = broker::broker_series(shard, number).unwrap();
+            assert_eq!(u64::from(series), case["series"].as_u64().unwrap());
+            assert_eq!(broker::series_shard(series), shard);
+        }
+        for case in cases(&doc, "refund") {
+            let secret = customer(suite, case, "customer_secret");
+            let scrip = Scrip::decode(&hex_of(case, "body"), &hex_of(case, "certificate")).unwrap();
+            let request = broker::RefundRequest::decode(&hex_of(case, "request")).unwrap();
+            assert_eq!(request.account_id, u64_of(case, "account_id"));
+            let stamp = request_stamp(&secret, &scrip, &hex_of(case, "request"));
+            assert_eq!(stamp.as_bytes(), hex_of(case, "request_stamp"));
+            let goods = broker::refund_goods(
+                request.account_id,
+                u64_of(case, "credited"),
+                u64_of(case, "balance"),
+            );
+            assert_eq!(goods.to_vec(), hex_of(case, "goods"));
+            let reply = reply_stamp(suite, &secret, &stamp, None, &goods);
+            assert_eq!(reply.as_bytes(), hex_of(case, "reply_stamp"));
+        }
+        for case in cases(&doc, "renewal") {
+            let secret = customer(suite, case, "customer_secret");
+            let scrip = Scrip::decode(&hex_of(case, "body"), &hex_of(case, "certificate")).unwrap();
+            assert_eq!(hex_of(case, "request"), broker::RENEWAL_REQUEST);
+            let stamp = request_stamp(&secret, &scrip, broker::RENEWAL_REQUEST);
+            assert_eq!(stamp.as_bytes(), hex_of(case, "request_stamp"));
+            let fresh = Scrip::decode_concatenated(&hex_of(case, "fresh_scrip")).unwrap();
+            let sealed = hex_of(case, "sealed_customer_secret");
+            let opened = open_customer_secret(suite, &secret, &sealed, fresh.suite()).unwrap();
+            assert_eq!(opened, customer(suite, case, "fresh_customer_secret"));
+            let goods = exchange_goods(&fresh, &sealed);
+            assert_eq!(goods, hex_of(case, "goods"));
+            let reply = reply_stamp(suite, &secret, &stamp, None, &goods);
+            assert_eq!(reply.as_bytes(), hex_of(case, "reply_stamp"));
         }
     }
 }

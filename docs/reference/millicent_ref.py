@@ -120,6 +120,33 @@ def exchange_goods(vendor_scrip, sealed_secret):
     return struct.pack(">H", len(vendor_scrip)) + vendor_scrip + sealed_secret
 
 
+def account_id(shard, number):
+    """An account ID: its shard in the top byte, its number below."""
+    return (shard << 56) | number
+
+
+def broker_series(shard, number):
+    """A broker-scrip series: its shard in the top byte, its number below."""
+    return (shard << 24) | number
+
+
+def refund_request(account):
+    return struct.pack(">Q", account)
+
+
+def refund_goods(account, credited, balance):
+    return struct.pack(">QQQ", account, credited, balance)
+
+
+RENEWAL_REQUEST = b"MC1-RENEW"
+
+
+def split_scrip(data):
+    """Body and certificate of concatenated scrip."""
+    mac_len = 16 if data[0] == 1 else 32
+    return data[:-mac_len], data[-mac_len:]
+
+
 def check(name, got, want):
     if got != want:
         raise SystemExit(f"vector {name}: got {got!r}, want {want!r}")
@@ -182,6 +209,37 @@ def main(path):
     for case in doc["exchange_goods"]:
         got = exchange_goods(h(case["vendor_scrip"]), h(case["sealed_customer_secret"]))
         check("exchange_goods", got.hex(), case["goods"])
+        count += 1
+    for case in doc["broker_ids"]:
+        check("broker_ids account", account_id(case["shard"], int(case["account_number"])),
+              int(case["account_id"]))
+        check("broker_ids series", broker_series(case["shard"], case["series_number"]),
+              case["series"])
+        count += 1
+    for case in doc["refund"]:
+        secret, body, cert = h(case["customer_secret"]), h(case["body"]), h(case["certificate"])
+        request = refund_request(int(case["account_id"]))
+        check("refund request", request.hex(), case["request"])
+        stamp = request_stamp(secret, body, cert, request)
+        check("refund request_stamp", stamp.hex(), case["request_stamp"])
+        goods = refund_goods(int(case["account_id"]), int(case["credited"]), int(case["balance"]))
+        check("refund goods", goods.hex(), case["goods"])
+        check("refund reply_stamp", reply_stamp(secret, stamp, None, None, goods).hex(),
+              case["reply_stamp"])
+        count += 1
+    for case in doc["renewal"]:
+        secret, body, cert = h(case["customer_secret"]), h(case["body"]), h(case["certificate"])
+        check("renewal request", RENEWAL_REQUEST.hex(), case["request"])
+        stamp = request_stamp(secret, body, cert, RENEWAL_REQUEST)
+        check("renewal request_stamp", stamp.hex(), case["request_stamp"])
+        sealed = seal(secret, 1, h(case["seal_nonce"]), h(case["fresh_customer_secret"]))
+        check("renewal sealed secret", sealed.hex(), case["sealed_customer_secret"])
+        goods = exchange_goods(h(case["fresh_scrip"]), sealed)
+        check("renewal goods", goods.hex(), case["goods"])
+        check("renewal reply_stamp", reply_stamp(secret, stamp, None, None, goods).hex(),
+              case["reply_stamp"])
+        check("renewal fresh scrip", len(split_scrip(h(case["fresh_scrip"]))[1]),
+              16 if SUITE == 1 else 32)
         count += 1
     for case in doc["payment"]:
         body, cert = h(case["scrip_body"]), h(case["scrip_certificate"])

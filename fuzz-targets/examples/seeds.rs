@@ -224,6 +224,7 @@ fn broker_call_seeds() -> Result<()> {
             master_scrip_secret: vec![0x10; 32],
             customer_selector: u32::from(targets::selector_of(suite)),
             master_customer_secret: vec![0x40; 32],
+            id_limit: 0,
         };
         seeds.write(
             &format!("{name}-licence"),
@@ -236,6 +237,95 @@ fn broker_call_seeds() -> Result<()> {
         reference: "card-payment-1".to_owned(),
     };
     seeds.write("credit", &call(3, &|| credit.encode_to_vec()))
+}
+
+fn settlement_call_seeds() -> Result<()> {
+    let seeds = Seeds::new("settlement_calls")?;
+    let call = |kind: u8, message: Vec<u8>| {
+        let mut bytes = vec![kind];
+        bytes.extend_from_slice(&message);
+        bytes
+    };
+    for &suite in Suite::ALL {
+        let name = suite.name();
+        let scrip = mint(suite, true, 1000, b"")?;
+        let secret = secret_of(&scrip, true)?;
+        let wanted = millicent_core::broker::RefundRequest { account_id: 42 }.encode();
+        let refund = wire::RefundRequest {
+            broker_scrip: Some(scrip_to_wire(&scrip)),
+            request_stamp: request_stamp(&secret, &scrip, &wanted).as_bytes().to_vec(),
+            request: wanted.to_vec(),
+        };
+        seeds.write(&format!("{name}-refund"), &call(0, refund.encode_to_vec()))?;
+
+        let expired = mint(suite, false, 100, b"")?;
+        let expired_secret = secret_of(&expired, false)?;
+        let stamp = request_stamp(
+            &expired_secret,
+            &expired,
+            millicent_core::broker::RENEWAL_REQUEST,
+        );
+        let renewal = wire::RenewRequest {
+            shard: 0,
+            vendor_scrip: Some(scrip_to_wire(&expired)),
+            request_stamp: stamp.as_bytes().to_vec(),
+        };
+        seeds.write(
+            &format!("{name}-renewal"),
+            &call(1, renewal.encode_to_vec()),
+        )?;
+
+        let block = wire::ScripBlock {
+            vendor: targets::VENDOR.to_owned(),
+            series: targets::series_of(suite),
+            expires_at: targets::SERIES_EXPIRES_AT,
+            pieces: vec![wire::BlockPiece {
+                scrip: Some(scrip_to_wire(&mint(suite, false, 5, b"")?)),
+                customer_secret: vec![0x33; suite.mac_len()],
+            }],
+        };
+        seeds.write(&format!("{name}-block"), &call(6, block.encode_to_vec()))?;
+        let reply = wire::PeerExchangeReply {
+            vendor_scrip: Some(scrip_to_wire(&expired)),
+            customer_secret: vec![0x44; suite.mac_len()],
+            price: 101,
+        };
+        seeds.write(
+            &format!("{name}-peer-reply"),
+            &call(7, reply.encode_to_vec()),
+        )?;
+    }
+    let purchase = wire::PeerExchangeRequest {
+        broker: "broker-a.example".to_owned(),
+        request_id: vec![0x21; 16],
+        vendor: targets::VENDOR.to_owned(),
+        value: 100,
+    };
+    seeds.write("peer-purchase", &call(2, purchase.encode_to_vec()))?;
+    let payout = wire::PayoutRequest {
+        shard: 0,
+        counterparty: targets::VENDOR.to_owned(),
+        direction: wire::PayoutDirection::Pay as i32,
+        amount: 40,
+        reference: "payout-1".to_owned(),
+    };
+    seeds.write("payout", &call(3, payout.encode_to_vec()))?;
+    let block_request = wire::SellScripBlockRequest {
+        vendor: targets::VENDOR.to_owned(),
+        broker: "broker-a.example".to_owned(),
+        count: 100,
+        value: 5,
+    };
+    seeds.write("block-request", &call(4, block_request.encode_to_vec()))?;
+    let report = wire::RedemptionsRequest {
+        vendor: targets::VENDOR.to_owned(),
+        broker: "broker-a.example".to_owned(),
+        series: vec![wire::SeriesQuery {
+            series: 5,
+            first_seq: 64,
+        }],
+    };
+    seeds.write("redemptions-request", &call(5, report.encode_to_vec()))
 }
 
 fn sealed_seeds(vectors: &Value) -> Result<()> {
@@ -370,6 +460,7 @@ fn main() -> Result<()> {
     payment_seeds(&vectors)?;
     licence_request_seeds()?;
     broker_call_seeds()?;
+    settlement_call_seeds()?;
     sealed_seeds(&vectors)?;
     config_seeds()?;
     wallet_seeds()?;

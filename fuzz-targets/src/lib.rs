@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("payment", payment),
     ("licence_request", licence_request),
     ("broker_calls", broker_calls),
+    ("settlement_calls", settlement_calls),
     ("sealed", sealed),
     ("config", config),
     ("wallet", wallet),
@@ -330,6 +331,133 @@ fn licence(message: &[u8]) {
         assert!(licence.expires_at > NOW);
         assert_eq!(licence.master_scrip_secret.len(), 32);
         assert_eq!(licence.master_customer_secret.len(), 32);
+    }
+}
+
+/// The calls of refunds, renewals, the broker network and settlement, at
+/// the broker and at the vendor node, and what the broker receives from
+/// vendor nodes and other brokers for them. The first byte chooses the
+/// message; the rest is its protobuf encoding.
+pub fn settlement_calls(data: &[u8]) {
+    let Some((&kind, message)) = data.split_first() else {
+        return;
+    };
+    match kind % 8 {
+        0 => refund_call(message),
+        1 => renewal_call(message),
+        2 => peer_purchase_call(message),
+        3 => payout_call(message),
+        4 => block_request_call(message),
+        5 => redemptions_request_call(message),
+        6 => scrip_block(message),
+        _ => peer_reply(message),
+    }
+}
+
+fn refund_call(message: &[u8]) {
+    let Ok(request) = wire::RefundRequest::decode(message) else {
+        return;
+    };
+    refund_plaintext(&request.request);
+    let Ok(payment) = millicent_broker::input::refund(request) else {
+        return;
+    };
+    assert!(payment.request_stamp.is_some(), "a refund is stamped");
+    if let Ok(verified) = payment.verify(broker_keys(), NOW) {
+        refund_plaintext(verified.request());
+    }
+}
+
+fn refund_plaintext(request: &[u8]) {
+    if let Ok(wanted) = millicent_broker::input::refund_plaintext(request) {
+        assert_eq!(
+            wanted.encode(),
+            request,
+            "a refund request has one encoding"
+        );
+    }
+}
+
+fn renewal_call(message: &[u8]) {
+    let Ok(request) = wire::RenewRequest::decode(message) else {
+        return;
+    };
+    if let Ok((shard, scrip)) = millicent_broker::input::renewal(request.clone()) {
+        assert_eq!(u32::from(shard), request.shard);
+        assert_eq!(request.request_stamp.len(), scrip.suite().mac_len());
+    }
+}
+
+fn peer_purchase_call(message: &[u8]) {
+    let Ok(request) = wire::PeerExchangeRequest::decode(message) else {
+        return;
+    };
+    if let Ok((id, vendor, value)) = millicent_broker::input::peer_purchase(request.clone()) {
+        assert_eq!(id.as_slice(), request.request_id);
+        assert_eq!(vendor.as_str(), request.vendor);
+        assert!(!value.is_zero());
+    }
+}
+
+fn payout_call(message: &[u8]) {
+    let Ok(request) = wire::PayoutRequest::decode(message) else {
+        return;
+    };
+    if millicent_broker::input::payout(request.clone()).is_ok() {
+        assert!(request.shard <= 255 && request.amount >= 1);
+        assert!(!request.reference.is_empty());
+    }
+}
+
+fn block_request_call(message: &[u8]) {
+    let Ok(request) = wire::SellScripBlockRequest::decode(message) else {
+        return;
+    };
+    if let Ok((_, count, value)) = millicent_vendor::input::block_request(request) {
+        assert!((1..=4096).contains(&count) && !value.is_zero());
+    }
+}
+
+fn redemptions_request_call(message: &[u8]) {
+    let Ok(request) = wire::RedemptionsRequest::decode(message) else {
+        return;
+    };
+    if let Ok(series) = millicent_vendor::input::redemptions_request(request) {
+        assert!(series.len() <= 64);
+        assert!(series.iter().all(|(_, first)| first % 64 == 0));
+    }
+}
+
+fn scrip_block(message: &[u8]) {
+    let Ok(block) = wire::ScripBlock::decode(message) else {
+        return;
+    };
+    let Ok(vendor) = VendorName::new(VENDOR) else {
+        unreachable!("the fixed names are valid")
+    };
+    let count = block.pieces.len() as u32;
+    if let Ok(pieces) =
+        millicent_broker::input::scrip_block(&block, &vendor, Amount::new(5), count, NOW)
+    {
+        assert!(pieces.iter().all(|piece| piece.value() == Amount::new(5)
+            && piece.id().series() == block.series
+            && piece.body().expires_at > NOW));
+    }
+}
+
+fn peer_reply(message: &[u8]) {
+    let Ok(reply) = wire::PeerExchangeReply::decode(message) else {
+        return;
+    };
+    let Ok(vendor) = VendorName::new(VENDOR) else {
+        unreachable!("the fixed names are valid")
+    };
+    let (value, max_fee) = (Amount::new(100), Amount::new(2));
+    if let Ok((scrip, price)) =
+        millicent_broker::input::peer_reply(reply, &vendor, value, max_fee, NOW)
+    {
+        assert_eq!(scrip.value(), value);
+        assert!(price >= value && price.units() <= 102);
     }
 }
 

@@ -85,6 +85,54 @@ pub(crate) fn write_and_flush(db: &sled::Db, staging: &Staging) -> Result<(), Le
     staged
 }
 
+/// Under which names a store's committer reports its flushes: the metric
+/// names start with `prefix` (`PREFIX_commit_batch_size`,
+/// `PREFIX_flush_seconds`, `PREFIX_flushes_total`,
+/// `PREFIX_flush_errors_total`) and carry `labels`.
+#[derive(Clone, Debug)]
+pub struct CommitMetrics {
+    prefix: &'static str,
+    labels: Vec<metrics::Label>,
+}
+
+impl CommitMetrics {
+    /// Metrics named `prefix_...` with the given labels.
+    pub fn new(prefix: &'static str, labels: &[(&'static str, String)]) -> CommitMetrics {
+        CommitMetrics {
+            prefix,
+            labels: labels
+                .iter()
+                .map(|(key, value)| metrics::Label::new(*key, value.clone()))
+                .collect(),
+        }
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.prefix)
+    }
+
+    fn flushed(&self, started: Instant, waiters: usize, failed: bool) {
+        let labels = self.labels.clone();
+        metrics::histogram!(self.name("flush_seconds"), labels.clone())
+            .record(started.elapsed().as_secs_f64());
+        if waiters > 0 {
+            metrics::histogram!(self.name("commit_batch_size"), labels.clone())
+                .record(waiters as f64);
+        }
+        metrics::counter!(self.name("flushes_total"), labels.clone()).increment(1);
+        if failed {
+            metrics::counter!(self.name("flush_errors_total"), labels).increment(1);
+        }
+    }
+}
+
+impl Default for CommitMetrics {
+    /// The names of a store's own metrics: `millicent_ledger_...`, no labels.
+    fn default() -> CommitMetrics {
+        CommitMetrics::new("millicent_ledger", &[])
+    }
+}
+
 pub(crate) struct Committer {
     queue: mpsc::UnboundedSender<Waiter>,
     task: tokio::task::JoinHandle<()>,
@@ -92,17 +140,22 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(db: sled::Db, staging: Arc<Staging>, durability: Durability) -> Committer {
+    pub(crate) fn start(
+        db: sled::Db,
+        staging: Arc<Staging>,
+        durability: Durability,
+        metrics: CommitMetrics,
+    ) -> Committer {
         let (queue, waiters) = mpsc::unbounded_channel();
         let task = match durability {
-            Durability::Strict => tokio::spawn(run_group_commit(db, staging, waiters)),
+            Durability::Strict => tokio::spawn(run_group_commit(db, staging, waiters, metrics)),
             Durability::Relaxed { interval } => {
                 tracing::warn!(
                     interval_ms = interval.as_millis() as u64,
                     "relaxed durability: a crash can lose acknowledged writes from the last \
                      checkpoint interval; a vendor node may accept such scrip a second time"
                 );
-                tokio::spawn(run_checkpoints(db, staging, interval, waiters))
+                tokio::spawn(run_checkpoints(db, staging, interval, waiters, metrics))
             }
         };
         Committer {
@@ -137,6 +190,7 @@ async fn run_group_commit(
     db: sled::Db,
     staging: Arc<Staging>,
     mut queue: mpsc::UnboundedReceiver<Waiter>,
+    metrics: CommitMetrics,
 ) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, usize::MAX).await > 0 {
@@ -153,12 +207,8 @@ async fn run_group_commit(
                 Ok(result) => result,
                 Err(error) => Err(LedgerError::storage("flush", error)),
             };
-        metrics::histogram!("millicent_ledger_flush_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("millicent_ledger_commit_batch_size").record(batch.len() as f64);
-        metrics::counter!("millicent_ledger_flushes_total").increment(1);
+        metrics.flushed(started, batch.len(), result.is_err());
         if let Err(error) = &result {
-            metrics::counter!("millicent_ledger_flush_errors_total").increment(1);
             tracing::error!(%error, waiters = batch.len(), "flush failed");
         }
         for waiter in batch.drain(..) {
@@ -173,6 +223,7 @@ async fn run_checkpoints(
     staging: Arc<Staging>,
     interval: Duration,
     mut closed: mpsc::UnboundedReceiver<Waiter>,
+    metrics: CommitMetrics,
 ) {
     let mut ticker = tokio::time::interval(interval);
     loop {
@@ -182,14 +233,19 @@ async fn run_checkpoints(
         }
         let (flushing, staged) = (db.clone(), staging.clone());
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || write_and_flush(&flushing, &staged)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "checkpoint failed"),
-            Err(error) => tracing::error!(%error, "checkpoint task failed"),
-        }
-        metrics::histogram!("millicent_ledger_flush_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("millicent_ledger_flushes_total").increment(1);
+        let failed =
+            match tokio::task::spawn_blocking(move || write_and_flush(&flushing, &staged)).await {
+                Ok(Ok(())) => false,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "checkpoint failed");
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(%error, "checkpoint task failed");
+                    true
+                }
+            };
+        metrics.flushed(started, 0, failed);
     }
     if let Err(error) = write_and_flush(&db, &staging) {
         tracing::error!(%error, "final checkpoint failed");

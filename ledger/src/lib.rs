@@ -27,10 +27,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use commit::Durability;
+pub use commit::{CommitMetrics, Durability};
 pub use data_dir::{DATA_DIR_MODE, DataDirError, prepare_data_dir};
 pub use spends::{SpendError, SpendOutcome, SpendStore};
-pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable};
+pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable, Writes};
 
 /// Errors of the durable store. Messages name the operation and the store's
 /// own description of the failure, never a key or value.
@@ -70,6 +70,16 @@ impl Ledger {
     /// Opens (or creates) the store in directory `path` and starts its
     /// committer on the current tokio runtime.
     pub fn open(path: &Path, durability: Durability) -> Result<Ledger, LedgerError> {
+        Ledger::open_with_metrics(path, durability, CommitMetrics::default())
+    }
+
+    /// As [`Ledger::open`], with the committer's metrics under the names
+    /// and labels of `metrics`, for processes that run several stores.
+    pub fn open_with_metrics(
+        path: &Path,
+        durability: Durability,
+        metrics: CommitMetrics,
+    ) -> Result<Ledger, LedgerError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
@@ -80,6 +90,7 @@ impl Ledger {
             db.clone(),
             staging.clone(),
             durability,
+            metrics,
         ));
         Ok(Ledger {
             db,
@@ -106,6 +117,18 @@ impl Ledger {
             .collect()
     }
 
+    /// Applies `writes`, to any tables of this ledger, atomically.
+    pub fn apply(&self, writes: Writes) -> Result<(), LedgerError> {
+        writes.apply()
+    }
+
+    /// Applies `writes` one by one in the order they were added: cheaper
+    /// than [`Ledger::apply`], but a crash leaves any prefix of them (see
+    /// [`Writes`]).
+    pub fn apply_in_order(&self, writes: Writes) -> Result<(), LedgerError> {
+        writes.apply_in_order()
+    }
+
     /// Removes table `name` and everything in it; returns whether it existed.
     pub fn drop_table(&self, name: &str) -> Result<bool, LedgerError> {
         self.db
@@ -123,6 +146,13 @@ impl Ledger {
     /// for shutdown and for the rare writes that must not wait.
     pub fn flush_blocking(&self) -> Result<(), LedgerError> {
         commit::write_and_flush(&self.db, &self.staging)
+    }
+
+    /// Writes out everything staged so far (without flushing): for a write
+    /// that must reach the store after the staged records it depends on,
+    /// such as a checkpoint that counts them.
+    pub fn write_staged(&self) -> Result<(), LedgerError> {
+        self.staging.write_all()
     }
 
     /// Has `part`'s staged writes written out before every flush.

@@ -36,6 +36,11 @@
 //! covers every record staged before it was called, so an answered spend is
 //! durable.
 //!
+//! A spend whose reply comes with writes to other tables (a journal entry,
+//! a balance) that must land exactly when the spend does, made by
+//! [`SpendStore::spend_with`], is not staged: its record is written at once
+//! under a group number of its own, in one atomic write with those writes.
+//!
 //! A retry looks for its record in the staged buckets first, then in the
 //! ones being written, then in the store. A group being written stays
 //! visible in memory until its write has returned, so a record is always
@@ -86,7 +91,7 @@ use millicent_core::spent::{CHUNK_BITS, word_index};
 use millicent_core::{ScripId, SpentSet, VendorName};
 
 use crate::commit::Staged;
-use crate::{Batch, Ledger, LedgerError, Table};
+use crate::{Batch, Ledger, LedgerError, Table, Writes};
 
 const LOCK_STRIPES: usize = 1024;
 /// How long a segment is the active one. A restart replays at most about
@@ -318,12 +323,54 @@ impl SpendStore {
             .spend(issuer, id, fingerprint, now_secs, make_reply)
     }
 
+    /// As [`SpendStore::spend`], where making the reply also yields writes
+    /// to other tables of the same ledger (a journal entry, a balance) that
+    /// must happen exactly when the spend does: they are applied in one
+    /// atomic write with the spend record, so after a crash either the
+    /// spend and all of them are there, or none is.
+    pub fn spend_with<E>(
+        &self,
+        issuer: &VendorName,
+        id: ScripId,
+        fingerprint: &[u8],
+        now_secs: u64,
+        make_reply: impl FnOnce() -> Result<(Vec<u8>, Writes), E>,
+    ) -> Result<SpendOutcome, SpendError<E>> {
+        self.inner
+            .spend_with(issuer, id, fingerprint, now_secs, make_reply)
+    }
+
     /// Whether `id` of `issuer` is spent.
     pub fn is_spent(&self, issuer: &VendorName, id: ScripId) -> bool {
         self.inner
             .sets
             .get(issuer)
             .is_some_and(|set| set.contains(id))
+    }
+
+    /// Up to `max_words` words of the spent-ID bitmap of `series` of
+    /// `issuer`, from word `first_word` on (bit `i` of word `w` is sequence
+    /// number `64 × w + i`); trailing zero words are left out. This reads
+    /// the bits in memory, which include spends not yet committed: commit
+    /// the ledger before telling anyone what they say.
+    pub fn spent_words(
+        &self,
+        issuer: &VendorName,
+        series: u32,
+        first_word: u32,
+        max_words: usize,
+    ) -> Vec<u64> {
+        self.inner.sets.get(issuer).map_or_else(Vec::new, |set| {
+            set.series_words(series, first_word, max_words)
+        })
+    }
+
+    /// The series of `issuer` with at least one spent ID.
+    pub fn spent_series(&self, issuer: &VendorName) -> Vec<u32> {
+        self.inner
+            .sets
+            .get(issuer)
+            .map_or_else(Vec::new, |set| set.series())
     }
 
     /// Forgets every spent ID of `series` of `issuer`, in memory and in the
@@ -419,6 +466,34 @@ impl Inner {
         now_secs: u64,
         make_reply: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<SpendOutcome, SpendError<E>> {
+        self.spend_inner(issuer, id, fingerprint, now_secs, || {
+            make_reply().map(|reply| (reply, None))
+        })
+    }
+
+    fn spend_with<E>(
+        &self,
+        issuer: &VendorName,
+        id: ScripId,
+        fingerprint: &[u8],
+        now_secs: u64,
+        make_reply: impl FnOnce() -> Result<(Vec<u8>, Writes), E>,
+    ) -> Result<SpendOutcome, SpendError<E>> {
+        self.spend_inner(issuer, id, fingerprint, now_secs, || {
+            make_reply().map(|(reply, writes)| (reply, Some(writes)))
+        })
+    }
+
+    /// The one body of a spend: staged, or written at once with `writes`
+    /// when making the reply yields some.
+    fn spend_inner<E>(
+        &self,
+        issuer: &VendorName,
+        id: ScripId,
+        fingerprint: &[u8],
+        now_secs: u64,
+        make_reply: impl FnOnce() -> Result<(Vec<u8>, Option<Writes>), E>,
+    ) -> Result<SpendOutcome, SpendError<E>> {
         let fingerprint_len = u16::try_from(fingerprint.len())
             .map_err(|_| SpendError::Storage(corrupt("fingerprint longer than 65535 bytes")))?;
         let set = self.set(issuer);
@@ -432,9 +507,15 @@ impl Inner {
             };
         }
 
-        let reply = make_reply().map_err(SpendError::Reply)?;
+        let (reply, mut writes) = make_reply().map_err(SpendError::Reply)?;
         let reply_len = u32::try_from(reply.len())
             .map_err(|_| SpendError::Storage(corrupt("reply longer than 4 GiB")))?;
+        let mut record = Vec::with_capacity(10 + fingerprint.len() + reply.len());
+        record.extend_from_slice(&id.seq().to_be_bytes());
+        record.extend_from_slice(&fingerprint_len.to_be_bytes());
+        record.extend_from_slice(fingerprint);
+        record.extend_from_slice(&reply_len.to_be_bytes());
+        record.extend_from_slice(&reply);
         let mut failed_rotation = None;
         loop {
             {
@@ -444,24 +525,24 @@ impl Inner {
                 };
                 if now_secs < active.started_at.saturating_add(SEGMENT_SECS) {
                     // The record first: whoever sees the bit can find it.
-                    let mut staging = self.lock_staging();
-                    let records = staging
-                        .current
-                        .entry(BucketKey::of(active.number, issuer, id))
-                        .or_default();
-                    records.extend_from_slice(&id.seq().to_be_bytes());
-                    records.extend_from_slice(&fingerprint_len.to_be_bytes());
-                    records.extend_from_slice(fingerprint);
-                    records.extend_from_slice(&reply_len.to_be_bytes());
-                    records.extend_from_slice(&reply);
-                    drop(staging);
+                    let key = BucketKey::of(active.number, issuer, id);
+                    match writes.take() {
+                        None => {
+                            let mut staging = self.lock_staging();
+                            let records = staging.current.entry(key).or_default();
+                            records.extend_from_slice(&record);
+                        }
+                        Some(writes) => self
+                            .write_now(&active.table, &key, &record, writes)
+                            .map_err(SpendError::Storage)?,
+                    }
                     set.insert(id);
                     mark_dirty(&self.dirty, active.number, issuer, id);
                     break;
                 }
             }
             // The active segment is too old to date this record: start a
-            // new one first. If that failed, nothing was staged.
+            // new one first. If that failed, nothing was staged or written.
             if let Some(error) = failed_rotation {
                 return Err(SpendError::Storage(error));
             }
@@ -474,6 +555,25 @@ impl Inner {
         }
         drop(guard);
         Ok(SpendOutcome::Fresh(reply))
+    }
+
+    /// Writes one record at once, under a group number of its own, in one
+    /// atomic write with `writes`.
+    fn write_now(
+        &self,
+        segment: &Table,
+        key: &BucketKey,
+        record: &[u8],
+        mut writes: Writes,
+    ) -> Result<(), LedgerError> {
+        let mut next_group = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        writes.insert(segment, group_key(key, *next_group), record);
+        self.ledger.apply(writes)?;
+        *next_group += 1;
+        Ok(())
     }
 
     fn forget_series(&self, issuer: &VendorName, series: u32) -> Result<(), LedgerError> {
@@ -568,14 +668,10 @@ impl Inner {
         let segments = self.read_segments();
         let mut batches: HashMap<u64, Batch> = HashMap::new();
         for (key, records) in group {
-            let mut group_key = issuer_prefix_plain(&key.issuer);
-            group_key.extend_from_slice(&key.series.to_be_bytes());
-            group_key.extend_from_slice(&key.bucket.to_be_bytes());
-            group_key.extend_from_slice(&number.to_be_bytes());
             batches
                 .entry(key.segment)
                 .or_default()
-                .insert(group_key, records);
+                .insert(group_key(key, number), records);
         }
         for (segment, batch) in batches {
             let table = segments
@@ -889,6 +985,15 @@ fn chunk_bytes(words: &[u64; CHUNK_WORDS]) -> Vec<u8> {
     words.iter().flat_map(|word| word.to_le_bytes()).collect()
 }
 
+/// The key of the records of bucket `key` written in group `number`.
+fn group_key(key: &BucketKey, number: u64) -> Vec<u8> {
+    let mut group_key = issuer_prefix_plain(&key.issuer);
+    group_key.extend_from_slice(&key.series.to_be_bytes());
+    group_key.extend_from_slice(&key.bucket.to_be_bytes());
+    group_key.extend_from_slice(&number.to_be_bytes());
+    group_key
+}
+
 /// The issuer and series of a group key: `issuer length (1) ‖ issuer ‖
 /// series (4) ‖ bucket (4) ‖ group (8)`.
 fn parse_group_key(key: &[u8]) -> Option<(VendorName, u32)> {
@@ -937,6 +1042,49 @@ mod tests {
         assert!(matches!(other, Err(SpendError::DoubleSpend)));
         let late = store.spend(&vendor(), id, b"stamp-a", NOW + 700, reply(b"other"));
         assert!(matches!(late, Err(SpendError::DoubleSpend)));
+    }
+
+    #[tokio::test]
+    async fn a_spend_with_writes_lands_with_its_record_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_key = b"entry".to_vec();
+        {
+            let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+            let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+            let journal = ledger.table("journal").unwrap();
+            let with_entry = |reply: &'static [u8]| {
+                let journal = journal.clone();
+                let key = journal_key.clone();
+                move || {
+                    let mut writes = Writes::new();
+                    writes.insert(&journal, key, reply);
+                    Ok::<_, ()>((reply.to_vec(), writes))
+                }
+            };
+            let id = ScripId::new(1, 3);
+            let first = store.spend_with(&vendor(), id, b"f", NOW, with_entry(b"r1"));
+            assert_eq!(first.unwrap(), SpendOutcome::Fresh(b"r1".to_vec()));
+            assert_eq!(journal.get(&journal_key).unwrap(), Some(b"r1".to_vec()));
+            // A retry makes no reply, so it writes nothing either.
+            let again = store.spend_with(&vendor(), id, b"f", NOW, with_entry(b"r2"));
+            assert_eq!(again.unwrap(), SpendOutcome::Retry(b"r1".to_vec()));
+            assert_eq!(journal.get(&journal_key).unwrap(), Some(b"r1".to_vec()));
+            let refused = store.spend_with(&vendor(), ScripId::new(1, 4), b"f", NOW, || {
+                Err::<(Vec<u8>, Writes), _>("no")
+            });
+            assert!(matches!(refused, Err(SpendError::Reply("no"))));
+            assert!(!store.is_spent(&vendor(), ScripId::new(1, 4)));
+            assert_eq!(store.spent_words(&vendor(), 1, 0, 4), [1 << 3]);
+            assert_eq!(store.spent_series(&vendor()), [1]);
+            ledger.commit().await.unwrap();
+            drop((store, journal));
+            ledger.close().await.unwrap();
+        }
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let store = SpendStore::open(&ledger, "spends", 600).unwrap();
+        assert!(store.is_spent(&vendor(), ScripId::new(1, 3)));
+        let journal = ledger.table("journal").unwrap();
+        assert_eq!(journal.get(&journal_key).unwrap(), Some(b"r1".to_vec()));
     }
 
     #[tokio::test]

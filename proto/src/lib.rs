@@ -5,10 +5,11 @@
 //! so the only place that gives those bytes meaning is `millicent-core`; the
 //! services convert and validate every field in one `convert` module each.
 //!
-//! Two messages carry secrets in the clear: a [`Licence`] (two master
-//! secrets) and an [`OpenAccountReply`] (an account key). Their `Debug`
-//! prints those fields as `..`, so a message logged by mistake leaks
-//! nothing.
+//! Four messages carry secrets in the clear: a [`Licence`] (two master
+//! secrets), an [`OpenAccountReply`] (an account key), and a
+//! [`BlockPiece`] and a [`PeerExchangeReply`] (a customer secret each).
+//! Their `Debug` prints those fields as `..`, so a message logged by
+//! mistake leaks nothing.
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
@@ -29,6 +30,7 @@ impl std::fmt::Debug for Licence {
             .field("master_scrip_secret", &Redacted)
             .field("customer_selector", &self.customer_selector)
             .field("master_customer_secret", &Redacted)
+            .field("id_limit", &self.id_limit)
             .finish()
     }
 }
@@ -38,6 +40,25 @@ impl std::fmt::Debug for OpenAccountReply {
         f.debug_struct("OpenAccountReply")
             .field("account_id", &self.account_id)
             .field("account_key", &Redacted)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BlockPiece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockPiece")
+            .field("scrip", &self.scrip)
+            .field("customer_secret", &Redacted)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PeerExchangeReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerExchangeReply")
+            .field("vendor_scrip", &self.vendor_scrip)
+            .field("customer_secret", &Redacted)
+            .field("price", &self.price)
             .finish()
     }
 }
@@ -67,8 +88,19 @@ mod tests {
             account_id: 7,
             account_key: vec![0xef; 16],
         };
-        let text = format!("{licence:?} {licence:#?} {reply:?} {reply:#?}");
-        for byte in [0xabu8, 0xcd, 0xef] {
+        let piece = BlockPiece {
+            scrip: None,
+            customer_secret: vec![0x9a; 16],
+        };
+        let peer = PeerExchangeReply {
+            vendor_scrip: None,
+            customer_secret: vec![0x7b; 16],
+            price: 3,
+        };
+        let text = format!(
+            "{licence:?} {licence:#?} {reply:?} {reply:#?} {piece:?} {piece:#?} {peer:?} {peer:#?}"
+        );
+        for byte in [0xabu8, 0xcd, 0xef, 0x9a, 0x7b] {
             assert!(!text.contains(&format!("{byte}")), "{text}");
             assert!(!text.contains(&format!("{byte:x}")), "{text}");
         }

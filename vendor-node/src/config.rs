@@ -71,6 +71,9 @@ pub struct VendorConfig {
     /// Lifetime of every new series (the node's own change series and each
     /// licensed series), in seconds.
     pub series_lifetime_secs: u64,
+    /// How many ID#s each licence lets a broker mint: sequence numbers 0 to
+    /// `licence_ids - 1` of its series. 0 means the whole series (2^32).
+    pub licence_ids: u64,
     /// Most requests one connection may have in flight; further ones are
     /// refused at once with `RESOURCE_EXHAUSTED` rather than queued.
     pub max_requests_per_connection: usize,
@@ -189,6 +192,7 @@ impl Default for VendorConfig {
             licence_token: None,
             retry_window_secs: 600,
             series_lifetime_secs: 30 * 24 * 3600,
+            licence_ids: 0,
             max_requests_per_connection: 1024,
             request_timeout_secs: 10,
             durability: DurabilityMode::Strict,
@@ -224,6 +228,7 @@ impl std::fmt::Debug for VendorConfig {
             .field("licence_token", &self.licence_token.as_ref().map(|_| ".."))
             .field("retry_window_secs", &self.retry_window_secs)
             .field("series_lifetime_secs", &self.series_lifetime_secs)
+            .field("licence_ids", &self.licence_ids)
             .field(
                 "max_requests_per_connection",
                 &self.max_requests_per_connection,
@@ -296,6 +301,12 @@ impl VendorConfig {
             return Err(config_error(format!(
                 "series_lifetime_secs is {}, it must be at least {MIN_SERIES_LIFETIME_SECS}",
                 self.series_lifetime_secs
+            )));
+        }
+        if self.licence_ids > 1 << 32 {
+            return Err(config_error(format!(
+                "licence_ids is {}, more than the 4294967296 ID#s of a series",
+                self.licence_ids
             )));
         }
         if self.max_requests_per_connection == 0 || self.request_timeout_secs == 0 {

@@ -6,7 +6,7 @@
 //! well-formed values. Nothing else in the crate reads a wire message.
 
 use millicent_core::payment::MAX_REQUEST_LEN;
-use millicent_core::{Error, Mac, Payment, PaymentReply, Scrip, Variant, VendorName};
+use millicent_core::{Amount, Error, Mac, Payment, PaymentReply, Scrip, Variant, VendorName};
 use millicent_proto as wire;
 
 use crate::VendorError;
@@ -168,29 +168,37 @@ pub(crate) struct LicenceRequest {
 /// Checks a `GrantLicenceRequest`. The broker's name follows the rules of
 /// names in scrip, since brokers issue scrip of their own under it.
 pub(crate) fn licence_request(request: wire::GrantLicenceRequest) -> Result<LicenceRequest, Error> {
-    let vendor = VendorName::new(&request.vendor)?;
-    if request.broker.len() > MAX_BROKER_LEN {
+    Ok(LicenceRequest {
+        vendor: VendorName::new(&request.vendor)?,
+        broker: broker_name(request.broker)?,
+    })
+}
+
+/// A broker's name, checked like a name in scrip.
+fn broker_name(broker: String) -> Result<String, Error> {
+    if broker.len() > MAX_BROKER_LEN {
         return Err(Error::TooLarge {
             what: "broker name",
-            actual: request.broker.len(),
+            actual: broker.len(),
             max: MAX_BROKER_LEN,
         });
     }
-    if VendorName::new(&request.broker).is_err() {
+    if VendorName::new(&broker).is_err() {
         return Err(Error::Malformed {
             what: "broker name",
             detail: "must be 1 to 64 characters of a-z, 0-9, '.', '-', '_' and ':'",
         });
     }
-    Ok(LicenceRequest {
-        vendor,
-        broker: request.broker,
-    })
+    Ok(broker)
 }
 
 /// The wire form of a licence: its series and customer selector, with the
-/// two master secrets.
-pub(crate) fn licence_to_wire(vendor: &VendorName, licence: &LicenceKeys) -> wire::Licence {
+/// two master secrets, and how many ID#s of the series it covers.
+pub(crate) fn licence_to_wire(
+    vendor: &VendorName,
+    licence: &LicenceKeys,
+    id_limit: u64,
+) -> wire::Licence {
     wire::Licence {
         vendor: vendor.as_str().to_owned(),
         suite: u32::from(licence.series.suite.id()),
@@ -199,7 +207,99 @@ pub(crate) fn licence_to_wire(vendor: &VendorName, licence: &LicenceKeys) -> wir
         master_scrip_secret: licence.series.secret.expose_bytes().to_vec(),
         customer_selector: u32::from(licence.customer.selector),
         master_customer_secret: licence.customer.secret.expose_bytes().to_vec(),
+        id_limit,
     }
+}
+
+/// What a block sale asks for.
+pub(crate) struct BlockRequest {
+    pub(crate) vendor: VendorName,
+    pub(crate) broker: String,
+    pub(crate) count: u32,
+    pub(crate) value: Amount,
+}
+
+/// Checks a `SellScripBlockRequest`: a vendor, a broker, 1 to
+/// [`MAX_BLOCK`](crate::blocks::MAX_BLOCK) pieces of a value of at least 1.
+pub(crate) fn block_request(request: wire::SellScripBlockRequest) -> Result<BlockRequest, Error> {
+    let vendor = VendorName::new(&request.vendor)?;
+    let broker = broker_name(request.broker)?;
+    if request.count == 0 || request.value == 0 {
+        return Err(Error::Malformed {
+            what: "scrip block request",
+            detail: "count and value must be at least 1",
+        });
+    }
+    if request.count > crate::blocks::MAX_BLOCK {
+        return Err(Error::TooLarge {
+            what: "scrip block",
+            actual: request.count as usize,
+            max: crate::blocks::MAX_BLOCK as usize,
+        });
+    }
+    Ok(BlockRequest {
+        vendor,
+        broker,
+        count: request.count,
+        value: Amount::new(request.value),
+    })
+}
+
+/// The wire form of a block sold, with each piece's customer secret.
+pub(crate) fn block_to_wire(vendor: &VendorName, block: &crate::blocks::Block) -> wire::ScripBlock {
+    wire::ScripBlock {
+        vendor: vendor.as_str().to_owned(),
+        series: block.series,
+        expires_at: block.expires_at,
+        pieces: block
+            .pieces
+            .iter()
+            .map(|(scrip, secret)| wire::BlockPiece {
+                scrip: Some(scrip_to_wire(scrip)),
+                customer_secret: secret.expose_bytes().to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// What a redemption report asks for: series with the first sequence
+/// number wanted of each.
+pub(crate) struct RedemptionsQuery {
+    pub(crate) vendor: VendorName,
+    pub(crate) broker: String,
+    pub(crate) series: Vec<(u32, u32)>,
+}
+
+/// Checks a `RedemptionsRequest`: at most
+/// [`MAX_SERIES`](crate::redemptions::MAX_SERIES) series, each starting on
+/// a multiple of 64.
+pub(crate) fn redemptions_query(
+    request: wire::RedemptionsRequest,
+) -> Result<RedemptionsQuery, Error> {
+    let vendor = VendorName::new(&request.vendor)?;
+    let broker = broker_name(request.broker)?;
+    if request.series.len() > crate::redemptions::MAX_SERIES {
+        return Err(Error::TooLarge {
+            what: "series in a redemption report",
+            actual: request.series.len(),
+            max: crate::redemptions::MAX_SERIES,
+        });
+    }
+    let mut series = Vec::with_capacity(request.series.len());
+    for query in request.series {
+        if query.first_seq % 64 != 0 {
+            return Err(Error::Malformed {
+                what: "redemption query",
+                detail: "first_seq must be a multiple of 64",
+            });
+        }
+        series.push((query.series, query.first_seq));
+    }
+    Ok(RedemptionsQuery {
+        vendor,
+        broker,
+        series,
+    })
 }
 
 /// The wire form of what a vendor sells and how it may be paid.
@@ -334,6 +434,44 @@ mod tests {
         assert_eq!((late.sequence, refusal.code), (43, 1));
         assert!(refusal.reason.is_empty());
         assert!(refusal.message.contains("identical"), "{}", refusal.message);
+    }
+
+    #[test]
+    fn block_and_report_requests_are_checked() {
+        let block = |count, value| {
+            block_request(wire::SellScripBlockRequest {
+                vendor: "news.example".into(),
+                broker: "broker-1".into(),
+                count,
+                value,
+            })
+            .map(|request| (request.count, request.value))
+        };
+        assert_eq!(block(10, 5).unwrap(), (10, Amount::new(5)));
+        assert_eq!(block(0, 5).err().map(|e| e.reason()), Some("malformed"));
+        assert_eq!(block(1, 0).err().map(|e| e.reason()), Some("malformed"));
+        assert_eq!(block(4097, 5).err().map(|e| e.reason()), Some("too_large"));
+
+        let query = |series: Vec<(u32, u32)>| {
+            redemptions_query(wire::RedemptionsRequest {
+                vendor: "news.example".into(),
+                broker: "broker-1".into(),
+                series: series
+                    .into_iter()
+                    .map(|(series, first_seq)| wire::SeriesQuery { series, first_seq })
+                    .collect(),
+            })
+            .map(|query| query.series)
+        };
+        assert_eq!(query(vec![(3, 128)]).unwrap(), [(3, 128)]);
+        assert_eq!(
+            query(vec![(3, 100)]).err().map(|e| e.reason()),
+            Some("malformed")
+        );
+        assert_eq!(
+            query(vec![(3, 0); 65]).err().map(|e| e.reason()),
+            Some("too_large")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! targets in `fuzz-targets/` can feed them arbitrary messages; they read
 //! no state and consult no key, so nothing here is a second payment path.
 
-use millicent_core::{Error, Payment, VendorName};
+use millicent_core::{Amount, Error, Payment, VendorName};
 use millicent_proto as wire;
 
 use crate::{VendorError, convert, gateway};
@@ -35,4 +35,19 @@ pub fn payment_headers(
 ) -> Option<Result<Payment, VendorError>> {
     let request = gateway::payment_request(headers, vendor, request)?;
     Some(request.and_then(|request| Ok(convert::payment(request)?)))
+}
+
+/// Checks a `SellScripBlockRequest` as `SellScripBlock` does once the
+/// licence token is accepted; returns the vendor, count and value.
+pub fn block_request(
+    request: wire::SellScripBlockRequest,
+) -> Result<(VendorName, u32, Amount), Error> {
+    convert::block_request(request).map(|wanted| (wanted.vendor, wanted.count, wanted.value))
+}
+
+/// Checks a `RedemptionsRequest` as `ReportRedemptions` does once the
+/// licence token is accepted; returns the series and first sequence
+/// numbers asked for.
+pub fn redemptions_request(request: wire::RedemptionsRequest) -> Result<Vec<(u32, u32)>, Error> {
+    convert::redemptions_query(request).map(|query| query.series)
 }

@@ -156,6 +156,21 @@ impl KeyStore {
         Ok(stored)
     }
 
+    /// Whom `series` of `vendor` is held for, if it is on record.
+    pub(crate) fn series_holder(
+        &self,
+        vendor: &VendorName,
+        series: u32,
+    ) -> Result<Option<Holder>, VendorError> {
+        let Some(value) = self.table.get(series_key(vendor, series))? else {
+            return Ok(None);
+        };
+        let value = Zeroizing::new(value);
+        let record = decode_series(series, &value)
+            .map_err(|detail| corrupt(vendor, &format!("series {series}"), detail))?;
+        Ok(Some(record.holder))
+    }
+
     /// The change-ID mark of `series`: 0 if none was ever set.
     pub(crate) fn change_mark(&self, vendor: &VendorName, series: u32) -> Result<u64, VendorError> {
         match self.table.get(mark_key(vendor, series))? {

@@ -40,6 +40,10 @@
 //! - `change`: dense, durably reserved ID#s for change.
 //! - `gateway`: the HTTP 402 gateway, which sells web resources on the
 //!   path of `pay`.
+//! - `blocks`: blocks of ready-made scrip sold to brokers (the scrip
+//!   warehouse).
+//! - `redemptions`: reports to brokers of which of their scrip was spent,
+//!   read from the spent-ID bitmaps, for settlement.
 //! - `maintenance`: pruning of reply records, forgetting of expired series,
 //!   replacement of the change series.
 //!
@@ -54,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod blocks;
 mod change;
 mod cluster;
 mod config;
@@ -66,6 +71,7 @@ mod maintenance;
 mod node;
 mod pay;
 mod recipe;
+mod redemptions;
 mod server;
 mod service;
 mod stream;

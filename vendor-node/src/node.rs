@@ -25,6 +25,8 @@ pub(crate) struct Node {
     vendors: Vec<Vendor>,
     by_name: HashMap<VendorName, usize>,
     pub(crate) licence_token: Option<Zeroizing<String>>,
+    /// ID#s per licence; 0 for the whole series.
+    pub(crate) licence_ids: u64,
     pub(crate) retry_window_secs: u64,
     pub(crate) cluster: ClusterMap,
 }
@@ -78,6 +80,7 @@ impl Node {
             vendors,
             by_name,
             licence_token: config.licence_token.clone().map(Zeroizing::new),
+            licence_ids: config.licence_ids,
             retry_window_secs: config.retry_window_secs,
             cluster,
         })

@@ -14,7 +14,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::{Node, unix_now};
-use crate::{VendorError, convert, stream};
+use crate::{VendorError, blocks, convert, redemptions, stream};
 
 /// `VendorService` backed by a node.
 #[derive(Clone, Debug)]
@@ -33,7 +33,8 @@ impl GrpcVendor {
         }
     }
 
-    /// Checks `authorization: Bearer <licence token>` in constant time.
+    /// Checks `authorization: Bearer <licence token>` in constant time: the
+    /// credential of every call a broker makes (licences, blocks, reports).
     fn authenticate(&self, metadata: &MetadataMap) -> Result<(), VendorError> {
         let Some(token) = &self.node.licence_token else {
             return Err(VendorError::Unauthenticated {
@@ -45,7 +46,7 @@ impl GrpcVendor {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(VendorError::Unauthenticated {
-                detail: "GrantLicence needs the header `authorization: Bearer <licence token>`",
+                detail: "this call needs the header `authorization: Bearer <licence token>`",
             })?;
         if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
             return Err(VendorError::Unauthenticated {
@@ -111,6 +112,36 @@ impl VendorService for GrpcVendor {
         Ok(Response::new(convert::licence_to_wire(
             vendor.name(),
             &licence,
+            self.node.licence_ids,
         )))
+    }
+
+    async fn sell_scrip_block(
+        &self,
+        request: Request<wire::SellScripBlockRequest>,
+    ) -> Result<Response<wire::ScripBlock>, Status> {
+        self.authenticate(request.metadata())?;
+        let wanted = convert::block_request(request.into_inner()).map_err(VendorError::from)?;
+        let vendor = self.node.vendor(&wanted.vendor)?;
+        let block = blocks::sell(
+            vendor,
+            &wanted.broker,
+            wanted.count,
+            wanted.value,
+            unix_now(),
+        )
+        .await?;
+        Ok(Response::new(convert::block_to_wire(vendor.name(), &block)))
+    }
+
+    async fn report_redemptions(
+        &self,
+        request: Request<wire::RedemptionsRequest>,
+    ) -> Result<Response<wire::RedemptionReport>, Status> {
+        self.authenticate(request.metadata())?;
+        let query = convert::redemptions_query(request.into_inner()).map_err(VendorError::from)?;
+        let timeout = self.payment_timeout.as_secs().saturating_add(1);
+        let report = redemptions::report(&self.node, query, unix_now(), timeout).await?;
+        Ok(Response::new(report))
     }
 }

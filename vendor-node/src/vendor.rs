@@ -310,6 +310,24 @@ impl Vendor {
         broker: &str,
         now: u64,
     ) -> Result<LicenceKeys, VendorError> {
+        self.create_held_series(broker, now, "licence granted")
+            .await
+    }
+
+    /// Whom `series` is held for, if the vendor has it on record.
+    pub(crate) fn series_holder(&self, series: u32) -> Result<Option<Holder>, VendorError> {
+        self.store.series_holder(self.name(), series)
+    }
+
+    /// Creates and commits a new series and customer selector held for
+    /// `broker` (a licence, or a block of scrip sold to it), and adds both
+    /// to the key ring; logs `event` once done.
+    pub(crate) async fn create_held_series(
+        &self,
+        broker: &str,
+        now: u64,
+        event: &'static str,
+    ) -> Result<LicenceKeys, VendorError> {
         let _admin = self.admin.lock().await;
         let expires_at = now.saturating_add(self.series_lifetime_secs);
         let licence = self.store.create_licence(
@@ -330,7 +348,7 @@ impl Vendor {
             series = licence.series.series,
             customer_selector = licence.customer.selector,
             expires_at,
-            "licence granted"
+            "{event}"
         );
         Ok(licence)
     }

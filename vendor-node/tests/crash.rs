@@ -22,11 +22,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +38,7 @@ use millicent_core::{CustomerSecret, Payment, Scrip, ScripId, Variant};
 use millicent_proto as wire;
 use millicent_proto::pay_stream_reply::Result as Answer;
 use millicent_proto::vendor_service_client::VendorServiceClient;
+use process::{ServiceProcess, free_port};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use tonic::transport::{Channel, Endpoint};
@@ -53,54 +56,19 @@ const RETRY_LIMIT: Duration = Duration::from_secs(20);
 /// Payments keep going this long after the last restart.
 const RUN_AFTER_LAST_RESTART: Duration = Duration::from_millis(500);
 
-/// The node as a child process, killed when dropped so that a failing test
-/// leaves nothing running.
-struct NodeProcess {
-    child: Child,
-}
-
-impl NodeProcess {
-    fn start(config: &Path) -> NodeProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_millicent-vendor"))
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .env_remove("MILLICENT_VENDOR_LISTEN")
-            .env_remove("MILLICENT_VENDOR_DATA_DIR")
-            .env_remove("MILLICENT_VENDOR_METRICS_LISTEN")
-            .env_remove("MILLICENT_LICENCE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cannot start millicent-vendor");
-        NodeProcess { child }
-    }
-
-    /// Sends SIGKILL and waits for the process to be gone.
-    fn kill(mut self) {
-        self.child.kill().expect("cannot kill the node");
-        self.child.wait().expect("cannot wait for the node");
-    }
-
-    /// Fails if the process has exited by itself.
-    fn check_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the node exited on its own: {status}");
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// The vendor node's binary, configured by its file only.
+fn start_node(config: &Path) -> ServiceProcess {
+    ServiceProcess::start(
+        "the node",
+        env!("CARGO_BIN_EXE_millicent-vendor"),
+        config,
+        &[
+            "MILLICENT_VENDOR_LISTEN",
+            "MILLICENT_VENDOR_DATA_DIR",
+            "MILLICENT_VENDOR_METRICS_LISTEN",
+            "MILLICENT_LICENCE_TOKEN",
+        ],
+    )
 }
 
 fn write_config(dir: &Path, listen: SocketAddr) -> PathBuf {
@@ -146,7 +114,7 @@ fn lazy_client(url: &str) -> VendorServiceClient<Channel> {
 }
 
 /// Waits until the node answers `GetPrices`.
-async fn wait_serving(node: &mut NodeProcess, url: &str) -> VendorServiceClient<Channel> {
+async fn wait_serving(node: &mut ServiceProcess, url: &str) -> VendorServiceClient<Channel> {
     let deadline = Instant::now() + SERVE_TIMEOUT;
     loop {
         node.check_running();
@@ -322,7 +290,7 @@ async fn accepted_payments_survive_kill_9_and_are_never_accepted_twice() {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let url = format!("http://{listen}");
     let config = write_config(dir.path(), listen);
-    let mut node = NodeProcess::start(&config);
+    let mut node = start_node(&config);
     let mut client = wait_serving(&mut node, &url).await;
 
     // A licence, and a customer per chain with scrip minted under it.
@@ -350,7 +318,7 @@ async fn accepted_payments_survive_kill_9_and_are_never_accepted_twice() {
         tokio::time::sleep(delay).await;
         node.check_running();
         node.kill();
-        node = NodeProcess::start(&config);
+        node = start_node(&config);
         client = wait_serving(&mut node, &url).await;
     }
     tokio::time::sleep(RUN_AFTER_LAST_RESTART).await;
@@ -555,7 +523,7 @@ async fn a_full_disk_refuses_payments_and_loses_no_accepted_one() {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let url = format!("http://{listen}");
     let config = write_config(dir.path(), listen);
-    let mut node = NodeProcess::start(&config);
+    let mut node = start_node(&config);
     let mut client = wait_serving(&mut node, &url).await;
     let mut broker = Broker::licensed(&mut client, "news.example").await;
 
@@ -580,7 +548,7 @@ async fn a_full_disk_refuses_payments_and_loses_no_accepted_one() {
 
     node.kill();
     disk.grow("64m");
-    let mut node = NodeProcess::start(&config);
+    let mut node = start_node(&config);
     let mut client = wait_serving(&mut node, &url).await;
     for (accepted, refused, unspent) in results {
         for (scrip, _) in &accepted {

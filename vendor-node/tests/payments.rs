@@ -414,6 +414,7 @@ fn licence_of(broker: &Broker) -> wire::Licence {
         master_scrip_secret: series.secret.expose_bytes().to_vec(),
         customer_selector: u32::from(broker.selector),
         master_customer_secret: customer.secret.expose_bytes().to_vec(),
+        id_limit: 0,
     }
 }
 

@@ -1,22 +1,23 @@
 //! What the broker's end-to-end tests share: a stand-in vendor node that
-//! grants licences from a known key ring, and a minimal wallet that talks
-//! to the broker over real gRPC.
+//! grants licences, sells blocks and reports redemptions from a known key
+//! ring, and a minimal wallet that talks to the broker over real gRPC.
 
 // Each test binary uses a different part of this module; in test code a
 // panic is a failed test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use millicent_broker::{BrokerConfig, VendorConfig};
 use millicent_core::account::account_mac;
 use millicent_core::exchange::{ExchangeRequest, exchange_goods, open_customer_secret};
 use millicent_core::{
-    Amount, CustomerKey, CustomerSecret, KeyRing, Mac, MasterSecret, Payment, PaymentReply, Scrip,
-    SealPurpose, SeriesKey, Suite, Variant, VendorName,
+    Amount, CustId, CustomerKey, CustomerSecret, KeyRing, Mac, MasterSecret, Payment, PaymentReply,
+    Properties, Scrip, ScripBody, ScripId, SealPurpose, SeriesKey, Suite, Variant, VendorName,
 };
 use millicent_proto as proto;
 use millicent_proto::broker_service_client::BrokerServiceClient;
@@ -69,107 +70,233 @@ pub(crate) fn assert_refused<T: std::fmt::Debug>(result: Result<T, Status>, code
 }
 
 // ---------------------------------------------------------------------------
-// A vendor node that only grants licences
+// A stand-in vendor node
 // ---------------------------------------------------------------------------
 
-/// A stand-in for a vendor node: grants one fixed licence for `VENDOR`.
+/// Series the stand-in node grants licences in: 7, then 8, ...
+pub(crate) const LICENCE_SERIES_COUNT: u32 = 16;
+/// Series of the blocks the stand-in node sells: 100, then 101, ...
+pub(crate) const BLOCK_SERIES: u32 = 100;
+/// The customer selector of the pieces of every block.
+pub(crate) const BLOCK_SELECTOR: u16 = 9;
+
+/// A stand-in for a vendor node: grants licences for `VENDOR` in series
+/// 7, 8, ..., sells blocks in series 100, 101, ..., and reports as spent
+/// whatever the test marks spent.
 pub(crate) struct TestVendor {
     pub(crate) addr: SocketAddr,
     /// The vendor's own keys: what checks the scrip the broker mints.
     pub(crate) ring: KeyRing,
     pub(crate) grants: Arc<AtomicUsize>,
     pub(crate) available: Arc<AtomicBool>,
+    /// How many ID#s each licence covers (0: the whole series).
+    pub(crate) id_limit: Arc<AtomicU64>,
+    /// What the node reports spent.
+    pub(crate) spent: Arc<Mutex<HashSet<ScripId>>>,
+    /// Seconds from a grant to the expiry of its licence or block.
+    pub(crate) lifetime: Arc<AtomicU64>,
+    blocks: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-struct LicensingNode {
-    licence: proto::Licence,
+struct StandInNode {
+    ring: KeyRing,
+    lifetime: Arc<AtomicU64>,
     grants: Arc<AtomicUsize>,
+    blocks: Arc<AtomicUsize>,
     available: Arc<AtomicBool>,
+    id_limit: Arc<AtomicU64>,
+    spent: Arc<Mutex<HashSet<ScripId>>>,
 }
 
-#[tonic::async_trait]
-impl VendorService for LicensingNode {
-    type PayStreamStream = tonic::codegen::BoxStream<proto::PayBatchReply>;
-
-    async fn pay_stream(
+impl StandInNode {
+    fn check(
         &self,
-        _request: Request<tonic::Streaming<proto::PayBatch>>,
-    ) -> Result<Response<Self::PayStreamStream>, Status> {
-        Err(Status::unimplemented("this test node only grants licences"))
-    }
-
-    async fn pay(
-        &self,
-        _request: Request<proto::PayRequest>,
-    ) -> Result<Response<proto::PayReply>, Status> {
-        Err(Status::unimplemented("this test node only grants licences"))
-    }
-
-    async fn get_prices(
-        &self,
-        _request: Request<proto::GetPricesRequest>,
-    ) -> Result<Response<proto::PriceList>, Status> {
-        Err(Status::unimplemented("this test node only grants licences"))
-    }
-
-    async fn grant_licence(
-        &self,
-        request: Request<proto::GrantLicenceRequest>,
-    ) -> Result<Response<proto::Licence>, Status> {
+        metadata: &tonic::metadata::MetadataMap,
+        vendor: &str,
+        broker: &str,
+    ) -> Result<(), Status> {
         if !self.available.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the test node is down"));
         }
-        let authorized = request
-            .metadata()
+        let authorized = metadata
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             == Some(&format!("Bearer {LICENCE_TOKEN}"));
         if !authorized {
             return Err(Status::unauthenticated("wrong licence token"));
         }
-        let request = request.into_inner();
-        if request.vendor != VENDOR || request.broker != BROKER {
+        if vendor != VENDOR || broker != BROKER {
             return Err(Status::not_found("no such vendor or broker"));
         }
-        self.grants.fetch_add(1, Ordering::SeqCst);
-        Ok(Response::new(self.licence.clone()))
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl VendorService for StandInNode {
+    type PayStreamStream = tonic::codegen::BoxStream<proto::PayBatchReply>;
+
+    async fn pay_stream(
+        &self,
+        _request: Request<tonic::Streaming<proto::PayBatch>>,
+    ) -> Result<Response<Self::PayStreamStream>, Status> {
+        Err(Status::unimplemented("this test node takes no payments"))
+    }
+
+    async fn pay(
+        &self,
+        _request: Request<proto::PayRequest>,
+    ) -> Result<Response<proto::PayReply>, Status> {
+        Err(Status::unimplemented("this test node takes no payments"))
+    }
+
+    async fn get_prices(
+        &self,
+        _request: Request<proto::GetPricesRequest>,
+    ) -> Result<Response<proto::PriceList>, Status> {
+        Err(Status::unimplemented("this test node sells nothing"))
+    }
+
+    async fn grant_licence(
+        &self,
+        request: Request<proto::GrantLicenceRequest>,
+    ) -> Result<Response<proto::Licence>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        self.check(&metadata, &request.vendor, &request.broker)?;
+        let granted = self.grants.fetch_add(1, Ordering::SeqCst) as u32;
+        let series = LICENCE_SERIES + granted % LICENCE_SERIES_COUNT;
+        let key = self.ring.series(series).unwrap();
+        let customer = self.ring.customer_key(LICENCE_SELECTOR).unwrap();
+        Ok(Response::new(proto::Licence {
+            vendor: VENDOR.to_owned(),
+            suite: u32::from(Suite::Classic.id()),
+            series,
+            expires_at: now() + self.lifetime.load(Ordering::SeqCst),
+            master_scrip_secret: key.secret.expose_bytes().to_vec(),
+            customer_selector: u32::from(LICENCE_SELECTOR),
+            master_customer_secret: customer.secret.expose_bytes().to_vec(),
+            id_limit: self.id_limit.load(Ordering::SeqCst),
+        }))
+    }
+
+    async fn sell_scrip_block(
+        &self,
+        request: Request<proto::SellScripBlockRequest>,
+    ) -> Result<Response<proto::ScripBlock>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        self.check(&metadata, &request.vendor, &request.broker)?;
+        let series = BLOCK_SERIES + self.blocks.fetch_add(1, Ordering::SeqCst) as u32;
+        let expires_at = now() + self.lifetime.load(Ordering::SeqCst);
+        let pieces = (0..request.count)
+            .map(|seq| {
+                let cust_id =
+                    CustId::new(BLOCK_SELECTOR, u64::from(series) << 16 | u64::from(seq)).unwrap();
+                let scrip = self
+                    .ring
+                    .mint(ScripBody {
+                        suite: Suite::Classic,
+                        vendor: VendorName::new(VENDOR).unwrap(),
+                        value: Amount::new(request.value),
+                        id: ScripId::new(series, seq),
+                        cust_id,
+                        expires_at,
+                        properties: Properties::default(),
+                    })
+                    .unwrap();
+                let secret = self.ring.customer_secret(Suite::Classic, cust_id).unwrap();
+                proto::BlockPiece {
+                    scrip: Some(scrip_to_wire(&scrip)),
+                    customer_secret: secret.expose_bytes().to_vec(),
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::ScripBlock {
+            vendor: VENDOR.to_owned(),
+            series,
+            expires_at,
+            pieces,
+        }))
+    }
+
+    async fn report_redemptions(
+        &self,
+        request: Request<proto::RedemptionsRequest>,
+    ) -> Result<Response<proto::RedemptionReport>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        self.check(&metadata, &request.vendor, &request.broker)?;
+        let spent = self.spent.lock().unwrap();
+        let series = request
+            .series
+            .iter()
+            .map(|query| {
+                let mut bits = Vec::new();
+                for id in spent.iter().filter(|id| id.series() == query.series) {
+                    if id.seq() < query.first_seq {
+                        continue;
+                    }
+                    let offset = (id.seq() - query.first_seq) as usize;
+                    if bits.len() <= offset / 8 {
+                        bits.resize(offset / 8 + 1, 0);
+                    }
+                    bits[offset / 8] |= 1 << (offset % 8);
+                }
+                proto::SeriesRedemptions {
+                    series: query.series,
+                    known: true,
+                    first_seq: query.first_seq,
+                    spent: bits,
+                    more: false,
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::RedemptionReport {
+            vendor: VENDOR.to_owned(),
+            as_of: now(),
+            series,
+        }))
     }
 }
 
 impl TestVendor {
     pub(crate) async fn start() -> TestVendor {
-        let expires_at = now() + 3 * 24 * 60 * 60;
-        let scrip_secret = [0x11; 32];
-        let customer_secret = [0x22; 32];
+        // The node's own keys outlive every licence; what a licence or block
+        // is worth is set by `lifetime`.
+        let expires_at = now() + 10 * 365 * 24 * 60 * 60;
         let mut ring = KeyRing::new(VendorName::new(VENDOR).unwrap());
-        ring.add_series(SeriesKey {
-            series: LICENCE_SERIES,
-            suite: Suite::Classic,
-            expires_at,
-            secret: MasterSecret::new(Suite::Classic, scrip_secret),
-        });
-        ring.add_customer_key(CustomerKey {
-            selector: LICENCE_SELECTOR,
-            suite: Suite::Classic,
-            secret: MasterSecret::new(Suite::Classic, customer_secret),
-        });
-        let licence = proto::Licence {
-            vendor: VENDOR.to_owned(),
-            suite: u32::from(Suite::Classic.id()),
-            series: LICENCE_SERIES,
-            expires_at,
-            master_scrip_secret: scrip_secret.to_vec(),
-            customer_selector: u32::from(LICENCE_SELECTOR),
-            master_customer_secret: customer_secret.to_vec(),
-        };
+        let series = (0..LICENCE_SERIES_COUNT)
+            .map(|n| LICENCE_SERIES + n)
+            .chain((0..LICENCE_SERIES_COUNT).map(|n| BLOCK_SERIES + n));
+        for series in series {
+            ring.add_series(SeriesKey {
+                series,
+                suite: Suite::Classic,
+                expires_at,
+                secret: MasterSecret::new(Suite::Classic, [series as u8; 32]),
+            });
+        }
+        for selector in [LICENCE_SELECTOR, BLOCK_SELECTOR] {
+            ring.add_customer_key(CustomerKey {
+                selector,
+                suite: Suite::Classic,
+                secret: MasterSecret::new(Suite::Classic, [0x20 + selector as u8; 32]),
+            });
+        }
 
         let grants = Arc::new(AtomicUsize::new(0));
+        let blocks = Arc::new(AtomicUsize::new(0));
         let available = Arc::new(AtomicBool::new(true));
-        let node = LicensingNode {
-            licence,
+        let id_limit = Arc::new(AtomicU64::new(0));
+        let spent = Arc::new(Mutex::new(HashSet::new()));
+        let lifetime = Arc::new(AtomicU64::new(3 * 24 * 60 * 60));
+        let node = StandInNode {
+            ring: ring.clone(),
+            lifetime: lifetime.clone(),
             grants: grants.clone(),
+            blocks: blocks.clone(),
             available: available.clone(),
+            id_limit: id_limit.clone(),
+            spent: spent.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -189,6 +316,10 @@ impl TestVendor {
             ring,
             grants,
             available,
+            id_limit,
+            spent,
+            lifetime,
+            blocks,
             stop: Some(stop),
         }
     }
@@ -199,6 +330,15 @@ impl TestVendor {
 
     pub(crate) fn grants(&self) -> usize {
         self.grants.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn blocks_sold(&self) -> usize {
+        self.blocks.load(Ordering::SeqCst)
+    }
+
+    /// Makes the node report `scrip` as spent.
+    pub(crate) fn mark_spent(&self, scrip: &Scrip) {
+        self.spent.lock().unwrap().insert(scrip.id());
     }
 }
 
@@ -224,11 +364,32 @@ pub(crate) fn config(dir: &Path, vendor: Option<&TestVendor>) -> BrokerConfig {
                     name: VENDOR.to_owned(),
                     node: format!("http://{}", vendor.addr),
                     licence_token: Some(LICENCE_TOKEN.to_owned()),
+                    ..VendorConfig::default()
                 }]
             })
             .unwrap_or_default(),
         ..BrokerConfig::default()
     }
+}
+
+pub(crate) async fn start(
+    dir: &Path,
+    vendor: Option<&TestVendor>,
+) -> (millicent_broker::RunningBroker, Client) {
+    let broker = millicent_broker::RunningBroker::start(config(dir, vendor))
+        .await
+        .unwrap();
+    let client = connect(broker.addr()).await;
+    (broker, client)
+}
+
+/// An account holding `amount` of broker scrip in one piece, and a balance
+/// of `left`.
+pub(crate) async fn funded(client: &mut Client, amount: u64, left: u64) -> (Account, Held) {
+    let account = open_account(client).await;
+    credit(client, account.id, amount + left, "funding").await;
+    let held = buy(client, &account, amount).await.unwrap();
+    (account, held)
 }
 
 pub(crate) async fn connect(addr: SocketAddr) -> Client {
@@ -386,6 +547,18 @@ pub(crate) async fn balance(client: &mut Client, account: &Account) -> u64 {
     statement(client, account).await.balance
 }
 
+/// A secure-variant payment in `held` to the broker, with `request`.
+fn pay_broker(held: &Held, request: &[u8]) -> Payment {
+    Payment::prepare(
+        held.scrip.clone(),
+        &held.secret,
+        Variant::Secure,
+        request,
+        &[],
+    )
+    .unwrap()
+}
+
 /// An exchange of `held` for `value` of `vendor`'s scrip, as sent.
 pub(crate) fn exchange_request(
     held: &Held,
@@ -397,14 +570,7 @@ pub(crate) fn exchange_request(
         value: Amount::new(value),
     }
     .encode();
-    let payment = Payment::prepare(
-        held.scrip.clone(),
-        &held.secret,
-        Variant::Secure,
-        &request,
-        &[],
-    )
-    .unwrap();
+    let payment = pay_broker(held, &request);
     let wire = proto::ExchangeRequest {
         broker_scrip: Some(scrip_to_wire(&held.scrip)),
         request: payment.request.clone(),
@@ -474,5 +640,106 @@ pub(crate) fn check_exchange_reply(
             secret: held.secret.clone(),
         }),
         price: reply.price,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Operator calls and audits
+// ---------------------------------------------------------------------------
+
+/// `message` with the operator's bearer token.
+pub(crate) fn operator<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {OPERATOR_TOKEN}").parse().unwrap(),
+    );
+    request
+}
+
+/// Asks the running broker to audit itself and asserts its books balance.
+pub(crate) async fn assert_live_audit_clean(client: &mut Client) -> proto::AuditReport {
+    let report = client
+        .audit(operator(proto::AuditRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.clean, "live audit: {}", report.discrepancy);
+    report
+}
+
+/// Audits the stores of a stopped broker under `dir` and asserts its books
+/// balance.
+pub(crate) async fn assert_audit_clean(dir: &Path) -> millicent_broker::audit::AuditReport {
+    let report = millicent_broker::audit::audit_data_dir(&dir.join("broker"))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "audit: {:?}", report.discrepancy);
+    report
+}
+
+/// The settlement statement of shard 0, after fresh redemption reports.
+pub(crate) async fn statement_of(client: &mut Client) -> proto::ShardSettlement {
+    let settlement = client
+        .get_settlement(operator(proto::GetSettlementRequest { refresh: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    settlement.shards.into_iter().next().unwrap()
+}
+
+/// A refund of `held` into `account_id`, as sent.
+pub(crate) fn refund_request(held: &Held, account_id: u64) -> proto::RefundRequest {
+    let request = millicent_core::broker::RefundRequest { account_id }.encode();
+    let payment = pay_broker(held, &request);
+    proto::RefundRequest {
+        broker_scrip: Some(scrip_to_wire(&held.scrip)),
+        request: payment.request,
+        request_stamp: payment.request_stamp.unwrap().as_bytes().to_vec(),
+    }
+}
+
+/// A renewal of the expired vendor scrip `held`, bought in `shard`.
+pub(crate) fn renew_request(shard: u8, held: &Held) -> proto::RenewRequest {
+    let stamp = millicent_core::payment::request_stamp(
+        &held.secret,
+        &held.scrip,
+        millicent_core::broker::RENEWAL_REQUEST,
+    );
+    proto::RenewRequest {
+        shard: u32::from(shard),
+        vendor_scrip: Some(scrip_to_wire(&held.scrip)),
+        request_stamp: stamp.as_bytes().to_vec(),
+    }
+}
+
+/// Opens a renewal reply as a wallet would: the reply stamp under the
+/// expired scrip's customer secret, and the fresh scrip's secret sealed
+/// under it.
+pub(crate) fn open_renewal(
+    old: &Held,
+    request: &proto::RenewRequest,
+    reply: &proto::RenewReply,
+) -> Held {
+    let wire = reply.vendor_scrip.as_ref().unwrap();
+    let fresh = Scrip::decode(&wire.body, &wire.certificate).unwrap();
+    let stamp = Mac::parse(old.scrip.suite(), "stamp", &request.request_stamp).unwrap();
+    let goods = exchange_goods(&fresh, &reply.sealed_customer_secret);
+    let expected =
+        millicent_core::payment::reply_stamp(old.scrip.suite(), &old.secret, &stamp, None, &goods);
+    assert!(
+        expected.ct_eq_bytes(&reply.reply_stamp),
+        "bad renewal reply stamp"
+    );
+    let secret = open_customer_secret(
+        old.scrip.suite(),
+        &old.secret,
+        &reply.sealed_customer_secret,
+        fresh.suite(),
+    )
+    .unwrap();
+    Held {
+        scrip: fresh,
+        secret,
     }
 }

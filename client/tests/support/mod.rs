@@ -25,6 +25,7 @@ pub async fn start_broker(dir: &Path, vendor: std::net::SocketAddr) -> RunningBr
             name: "news.example".to_owned(),
             node: format!("http://{vendor}"),
             licence_token: Some(LICENCE_TOKEN.to_owned()),
+            ..millicent_broker::VendorConfig::default()
         }],
         ..BrokerConfig::default()
     })
