@@ -530,8 +530,9 @@ pub(crate) type Dropped = (u64, Transaction);
 impl Books {
     /// Opens the journal of `ledger`: loads the checkpoint and applies the
     /// entries written after it, except those `happened` says did not
-    /// happen: such an entry is removed from the journal and returned, for
-    /// the caller to undo what was written with it.
+    /// happen: such an entry is returned, for the caller to undo what was
+    /// written with it and remove it (with [`Books::discard`]) in one
+    /// atomic write.
     ///
     /// Only entries after the checkpoint can be such: an entry written
     /// with [`Books::write_now`] is followed by the write that makes it
@@ -558,7 +559,9 @@ impl Books {
             if happened(&tx) {
                 balances.apply(&tx);
             } else {
-                table.remove(&key)?;
+                // Left in the journal until the caller has undone what was
+                // written with it, in one atomic write that removes it
+                // too: a crash on the way leaves it to be dropped again.
                 dropped.push((seq, tx));
             }
         }
@@ -586,8 +589,8 @@ impl Books {
 
     /// Removes entry `seq`, written by [`Books::write_now`] for an
     /// operation that then failed.
-    pub(crate) fn discard(&self, seq: u64) -> Result<(), LedgerError> {
-        self.table.remove(entry_key(seq))
+    pub(crate) fn discard(&self, writes: &mut Writes, seq: u64) {
+        writes.remove(&self.table, entry_key(seq));
     }
 
     /// The ledger the books are kept in.
@@ -921,9 +924,16 @@ mod tests {
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].0, 2);
         assert_eq!(books.balance(&Account::BrokerScrip), 14);
-        let seqs: Vec<u64> = entries(books.table())
-            .map(|entry| entry.unwrap().0)
-            .collect();
-        assert_eq!(seqs, [1, 3]);
+        // The entry stays until the caller has undone what came with it.
+        let seqs = |books: &Books| -> Vec<u64> {
+            entries(books.table())
+                .map(|entry| entry.unwrap().0)
+                .collect()
+        };
+        assert_eq!(seqs(&books), [1, 2, 3]);
+        let mut writes = Writes::new();
+        books.discard(&mut writes, 2);
+        ledger.apply(writes).unwrap();
+        assert_eq!(seqs(&books), [1, 3]);
     }
 }

@@ -365,16 +365,46 @@ pub(crate) fn recover(
     dropped: &[Dropped],
 ) {
     for (seq, tx) in dropped {
-        undo_writes(books, settlement, warehouse, *seq, tx);
+        // What the exchange wrote goes, the entry with it, and a piece
+        // bought from another broker is booked as owed, all in one atomic
+        // write: a crash on the way leaves the entry, dropped again at the
+        // next opening, and nothing undone twice.
+        let orphans: Vec<Transaction> = tx
+            .postings
+            .iter()
+            .filter_map(|posting| match (&posting.account, posting.amount < 0) {
+                (Account::Broker(seller), true) => {
+                    let vendor =
+                        sold(tx).map_or_else(|| seller.clone(), |(vendor, _)| vendor.clone());
+                    let price = Amount::new(posting.amount.unsigned_abs() as u64);
+                    Some(network::unused_purchase(
+                        seller,
+                        &vendor,
+                        price,
+                        tx.timestamp_ms,
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        let undone = (|| -> Result<(), BrokerError> {
+            let mut writes = undo(books, settlement, warehouse, *seq, tx)?;
+            let _writing = books.writing();
+            for orphan in &orphans {
+                books.stage(&mut writes, orphan)?;
+            }
+            books.ledger().apply(writes)?;
+            for orphan in &orphans {
+                books.applied(orphan);
+            }
+            Ok(())
+        })();
+        if let Err(error) = undone {
+            tracing::error!(%error, entry = seq, "could not undo an exchange cut short");
+            continue;
+        }
         if let Some((vendor, id)) = sold(tx) {
             warehouse.restore(vendor, id);
-        }
-        for posting in &tx.postings {
-            if let (Account::Broker(seller), true) = (&posting.account, posting.amount < 0) {
-                let vendor = sold(tx).map_or_else(|| seller.clone(), |(vendor, _)| vendor.clone());
-                let price = Amount::new(posting.amount.unsigned_abs() as u64);
-                network::book_unused(books, seller, &vendor, price, tx.timestamp_ms);
-            }
         }
         tracing::warn!(
             entry = seq,
@@ -385,15 +415,16 @@ pub(crate) fn recover(
 
 /// The vendor scrip an exchange sold.
 fn sold(tx: &Transaction) -> Option<(&VendorName, ScripId)> {
+    // The broker's own change is issued too, without a vendor.
     tx.scrip
         .iter()
-        .find(|line| line.role == ScripRole::Issued)
-        .and_then(|line| line.issuer.as_ref().map(|vendor| (vendor, line.id)))
+        .filter(|line| line.role == ScripRole::Issued)
+        .find_map(|line| line.issuer.as_ref().map(|vendor| (vendor, line.id)))
 }
 
-/// Removes what an exchange that did not happen wrote: its journal entry
-/// and the record of its sale. Failures are logged: the shard's next
-/// opening finds and removes what is left.
+/// Removes what an exchange that did not happen wrote, its journal entry
+/// and the record of its sale, in one atomic write. Failures are logged:
+/// the shard's next opening finds the entry and removes what is left.
 fn undo_writes(
     books: &Books,
     settlement: &Settlement,
@@ -401,17 +432,29 @@ fn undo_writes(
     seq: u64,
     tx: &Transaction,
 ) {
-    let undone = (|| -> Result<(), BrokerError> {
-        books.discard(seq)?;
-        if let Some((vendor, id)) = sold(tx) {
-            settlement.forget_sold(vendor, id)?;
-            warehouse.unsell(vendor, id)?;
-        }
-        Ok(())
-    })();
+    let undone = undo(books, settlement, warehouse, seq, tx)
+        .and_then(|writes| Ok(books.ledger().apply(writes)?));
     if let Err(error) = undone {
         tracing::error!(%error, entry = seq, "could not undo an exchange");
     }
+}
+
+/// The writes that undo an exchange: its sale record goes, a warehouse
+/// piece goes back into stock, and its journal entry goes.
+fn undo(
+    books: &Books,
+    settlement: &Settlement,
+    warehouse: &Warehouse,
+    seq: u64,
+    tx: &Transaction,
+) -> Result<Writes, BrokerError> {
+    let mut writes = Writes::new();
+    if let Some((vendor, id)) = sold(tx) {
+        settlement.forget_sold(&mut writes, vendor, id);
+        warehouse.unsell(&mut writes, vendor, id)?;
+    }
+    books.discard(&mut writes, seq);
+    Ok(writes)
 }
 
 /// Where the change goes: a fresh ID# in the shard's current series,

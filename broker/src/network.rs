@@ -174,16 +174,27 @@ pub(crate) fn book_unused(
     price: Amount,
     now_ms: u64,
 ) {
-    let tx = Transaction::new(
+    let tx = unused_purchase(seller, vendor, price, now_ms);
+    if let Err(error) = books.post(Writes::new(), &tx) {
+        tracing::error!(%error, broker = %seller, "could not book a purchase that was not sold");
+    }
+}
+
+/// The journal entry of `vendor` scrip bought from `seller` for `price` and
+/// not sold: the broker owes the seller, and bears the cost itself.
+pub(crate) fn unused_purchase(
+    seller: &VendorName,
+    vendor: &VendorName,
+    price: Amount,
+    now_ms: u64,
+) -> Transaction {
+    Transaction::new(
         TxKind::PeerOrphan,
         now_ms,
         &format!("{vendor} scrip bought from {seller} and not sold"),
     )
     .debit(Account::Fees, price)
-    .credit(Account::Broker(seller.clone()), price);
-    if let Err(error) = books.post(Writes::new(), &tx) {
-        tracing::error!(%error, broker = %seller, "could not book a purchase that was not sold");
-    }
+    .credit(Account::Broker(seller.clone()), price)
 }
 
 /// The broker a `PeerExchange` comes from, if it presented the token

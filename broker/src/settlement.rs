@@ -210,10 +210,10 @@ impl Settlement {
 
     /// Removes the sale of licence scrip `id` of `vendor`, for an exchange
     /// that did not happen; nothing if there is none.
-    pub(crate) fn forget_sold(&self, vendor: &VendorName, id: ScripId) -> Result<(), LedgerError> {
+    pub(crate) fn forget_sold(&self, writes: &mut Writes, vendor: &VendorName, id: ScripId) {
         let mut key = vendor_key(SOLD_PREFIX, vendor);
         key.extend_from_slice(&id.as_u64().to_be_bytes());
-        self.table.remove(key)
+        writes.remove(&self.table, key);
     }
 
     /// The registered series of `vendor`.

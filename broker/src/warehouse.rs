@@ -162,14 +162,20 @@ impl Warehouse {
         );
     }
 
-    /// Puts piece `id` of `vendor` back into stock in the table, if it is
-    /// marked sold: for an exchange that did not happen.
-    pub(crate) fn unsell(&self, vendor: &VendorName, id: ScripId) -> Result<(), BrokerError> {
+    /// Adds to `writes` that piece `id` of `vendor` is back in stock, if it
+    /// is marked sold: for an exchange that did not happen.
+    pub(crate) fn unsell(
+        &self,
+        writes: &mut Writes,
+        vendor: &VendorName,
+        id: ScripId,
+    ) -> Result<(), BrokerError> {
         if let Some((PieceState::Sold, piece)) = self.piece(vendor, id)? {
-            self.table.insert(
+            writes.insert(
+                &self.table,
                 piece_key(vendor, id),
                 encode_piece(PieceState::Stock, &piece),
-            )?;
+            );
         }
         Ok(())
     }
