@@ -59,7 +59,8 @@ pub struct BrokerConfig {
     /// Bearer token of the operator calls (credits, settlement, payouts,
     /// audits). Without one, every operator call is refused.
     pub operator_token: Option<String>,
-    /// Cipher suite of the broker's scrip, by name (`classic`).
+    /// Cipher suite of the broker's scrip and account calls, by name:
+    /// `modern` (the default) or `classic`.
     pub suite: String,
     /// Fee added to the vendor scrip's value in every exchange, in the
     /// smallest unit; also what other brokers pay on top of the value.
@@ -161,7 +162,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("data/broker"),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             operator_token: None,
-            suite: Suite::Classic.name().to_owned(),
+            suite: Suite::DEFAULT.name().to_owned(),
             exchange_fee: 0,
             broker_scrip_lifetime_secs: 7 * 24 * 60 * 60,
             clock_window_secs: 300,
@@ -725,7 +726,7 @@ mod tests {
         assert_eq!(config.name, "broker.local");
         assert_eq!(config.listen, BrokerConfig::default().listen);
         let settings = config.validate().unwrap();
-        assert_eq!(settings.suite, Suite::Classic);
+        assert_eq!(settings.suite, Suite::Modern);
         assert!(settings.operator_token.is_none());
         assert_eq!(settings.cluster.own(), &BTreeSet::from([0]));
     }

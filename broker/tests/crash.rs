@@ -72,6 +72,7 @@ fn write_config(dir: &Path, listen: SocketAddr, vendor: &TestVendor) -> PathBuf 
 name = "{BROKER}"
 node = "broker-1"
 shards = [0, 1]
+suite = "classic"
 listen = "{listen}"
 metrics_listen = "127.0.0.1:{metrics}"
 data_dir = {data_dir}

@@ -355,6 +355,9 @@ impl Drop for TestVendor {
 pub(crate) fn config(dir: &Path, vendor: Option<&TestVendor>) -> BrokerConfig {
     BrokerConfig {
         name: BROKER.to_owned(),
+        // The classic suite, like the stand-in vendor's licences; both
+        // suites run end to end in bench/tests/end_to_end.rs.
+        suite: Suite::Classic.name().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("broker"),
         operator_token: Some(OPERATOR_TOKEN.to_owned()),
