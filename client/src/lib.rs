@@ -32,8 +32,8 @@
 //!   that other users can read.
 //! - The proxy pays only for plain HTTP: inside an HTTPS tunnel it sees
 //!   nothing to pay for.
-//! - Unused scrip is not refunded through the broker yet: a wallet holds
-//!   vendor scrip until it spends it or it expires.
+//! - Only broker scrip is refunded ([`Wallet::refund`]): vendor scrip is
+//!   held until it is spent or expires.
 
 #![forbid(unsafe_code)]
 

@@ -141,9 +141,6 @@ enum Command {
         operator_token: String,
     },
 
-    // Unused scrip cannot be handed back to the broker for a refund yet: a
-    // `refund` command, beside `buy`, is what is missing, and until it
-    // exists vendor scrip stays in the wallet until spent or expired.
     /// Buy broker scrip from your account's balance.
     ///
     /// The scrip is kept in the wallet until a payment needs it.
@@ -152,6 +149,19 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         amount: u64,
         /// The broker to buy from, by name; by default the first one joined.
+        #[arg(long, value_name = "NAME")]
+        broker: Option<String>,
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+
+    /// Turn unspent broker scrip back into account balance.
+    ///
+    /// Refunds every piece of spendable broker scrip held for the broker,
+    /// each credited in full to the wallet's account there. Vendor scrip is
+    /// not refunded: spend it, or let it expire.
+    Refund {
+        /// The broker, by name; by default every broker joined.
         #[arg(long, value_name = "NAME")]
         broker: Option<String>,
         #[command(flatten)]
@@ -451,6 +461,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "bought {} of broker scrip from {}; account balance {}",
                     bought.value, bought.broker, bought.balance
                 ),
+            )
+        }
+        Command::Refund { broker, wallet } => {
+            let mut wallet = keys.open(&wallet_path(before, wallet))?;
+            settle_first(out, &mut wallet).await;
+            let names: Vec<String> = match broker {
+                Some(name) => vec![name],
+                None => wallet
+                    .brokers()
+                    .iter()
+                    .map(|b| b.name.to_string())
+                    .collect(),
+            };
+            if names.is_empty() {
+                anyhow::bail!("the wallet has joined no broker; join one with `millicent join`");
+            }
+            let mut refunds = Vec::with_capacity(names.len());
+            for name in &names {
+                refunds.push(wallet.refund(name).await?);
+            }
+            remind(&wallet);
+            let lines: Vec<String> = refunds
+                .iter()
+                .map(|refund| match refund.balance {
+                    Some(balance) => format!(
+                        "refunded {} piece(s) of broker scrip worth {} at {}; account balance {balance}",
+                        refund.pieces, refund.credited, refund.broker
+                    ),
+                    None => format!("no spendable broker scrip of {} to refund", refund.broker),
+                })
+                .collect();
+            out.print(
+                json!(
+                    refunds
+                        .iter()
+                        .map(|refund| json!({
+                            "broker": refund.broker.as_str(),
+                            "pieces": refund.pieces,
+                            "credited": refund.credited.units(),
+                            "balance": refund.balance.map(Amount::units),
+                        }))
+                        .collect::<Vec<_>>()
+                ),
+                lines.join("\n"),
             )
         }
         Command::Pay {
@@ -1000,6 +1054,7 @@ fn kind_name(kind: HistoryKind) -> &'static str {
         HistoryKind::Buy => "buy",
         HistoryKind::Exchange => "exchange",
         HistoryKind::Pay => "pay",
+        HistoryKind::Refund => "refund",
     }
 }
 

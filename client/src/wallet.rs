@@ -209,6 +209,11 @@ pub enum InFlight {
         /// The price offered.
         price: Amount,
     },
+    /// Refund of broker scrip into the account it was bought from.
+    Refund {
+        /// The account credited.
+        account_id: u64,
+    },
     /// Exchange of broker scrip for vendor scrip.
     Exchange {
         /// The vendor whose scrip was asked for.
@@ -291,6 +296,8 @@ pub enum HistoryKind {
     Exchange,
     /// A vendor paid for an item.
     Pay,
+    /// Broker scrip turned back into account balance.
+    Refund,
 }
 
 /// How a call ended.
@@ -356,6 +363,19 @@ pub struct Bought {
     pub value: Amount,
     /// The account balance left.
     pub balance: Amount,
+}
+
+/// The result of [`Wallet::refund`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    /// The broker.
+    pub broker: VendorName,
+    /// How many pieces of broker scrip were refunded.
+    pub pieces: usize,
+    /// Their total value, credited to the account.
+    pub credited: Amount,
+    /// The account balance after the last refund, if any was made.
+    pub balance: Option<Amount>,
 }
 
 /// An exchange made on the way to a payment.
@@ -767,6 +787,55 @@ impl Wallet {
         self.finish(settled)
     }
 
+    /// Turns every spendable piece of broker scrip of `broker` (by name) back
+    /// into balance of the wallet's account there, one refund per piece.
+    ///
+    /// Each piece is recorded in flight before it is sent, so a refund whose
+    /// answer is lost is repeated by [`Wallet::recover`] and credited once.
+    /// Stops at the first failure; pieces refunded before it stay refunded.
+    pub async fn refund(&mut self, broker: &str) -> Result<Refund, ClientError> {
+        let account = self.broker_named(broker)?.clone();
+        let now_s = now_ms() / 1000;
+        let keys: Vec<ScripKey> = self
+            .broker_scrip
+            .iter()
+            .filter(|held| held.scrip.body().vendor == account.name && held.is_spendable(now_s))
+            .map(HeldScrip::key)
+            .collect();
+        let mut refund = Refund {
+            broker: account.name.clone(),
+            pieces: 0,
+            credited: Amount::ZERO,
+            balance: None,
+        };
+        if keys.is_empty() {
+            return Ok(refund);
+        }
+        let mut client = match connect_broker(&account.url).await {
+            Ok(client) => client,
+            Err(error) => {
+                let mut entry = HistoryEntry::new(HistoryKind::Refund);
+                entry.broker = Some(account.name.to_string());
+                entry.url = Some(account.url.clone());
+                return Err(self.record_unmade(entry, error)?);
+            }
+        };
+        for key in keys {
+            let in_flight = InFlight::Refund {
+                account_id: account.account_id,
+            };
+            self.mark_in_flight(Purse::Broker, &key, in_flight)?;
+            let settled = self
+                .settle_refund(&mut client, &account.url, &key, account.account_id)
+                .await?;
+            let refunded = self.finish(settled)?;
+            refund.pieces += 1;
+            refund.credited = refund.credited.checked_add(refunded.credited)?;
+            refund.balance = Some(refunded.balance);
+        }
+        Ok(refund)
+    }
+
     /// Pays for an item at a vendor node, exchanging broker scrip for vendor
     /// scrip first if no vendor scrip held covers the price.
     pub async fn pay(&mut self, order: &PayOrder) -> Result<Purchase, ClientError> {
@@ -891,12 +960,7 @@ impl Wallet {
         }
 
         for held in self.broker_scrip.clone() {
-            let Some(InFlight::Exchange {
-                vendor,
-                value,
-                vendor_url,
-            }) = held.in_flight.clone()
-            else {
+            let Some(in_flight) = held.in_flight.clone() else {
                 continue;
             };
             let url = match self.broker_named(held.scrip.body().vendor.as_str()) {
@@ -906,8 +970,19 @@ impl Wallet {
                     continue;
                 }
             };
-            match connect_broker(&url).await {
-                Ok(mut client) => {
+            let mut client = match connect_broker(&url).await {
+                Ok(client) => client,
+                Err(error) => {
+                    recovery.unsettled.push(error);
+                    continue;
+                }
+            };
+            match in_flight {
+                InFlight::Exchange {
+                    vendor,
+                    value,
+                    vendor_url,
+                } => {
                     let call = ExchangeCall {
                         broker_url: &url,
                         vendor: &vendor,
@@ -917,7 +992,13 @@ impl Wallet {
                     let settled = self.settle_exchange(&mut client, &held.key(), call).await?;
                     recovery.note(settled, |_| None);
                 }
-                Err(error) => recovery.unsettled.push(error),
+                InFlight::Refund { account_id } => {
+                    let settled = self
+                        .settle_refund(&mut client, &url, &held.key(), account_id)
+                        .await?;
+                    recovery.note(settled, |_| None);
+                }
+                InFlight::Pay { .. } | InFlight::Web { .. } => {}
             }
         }
 
@@ -946,7 +1027,7 @@ impl Wallet {
                     let settled = self.resend_web(&http, &held).await?;
                     recovery.note(settled, |_| None);
                 }
-                Some(InFlight::Exchange { .. }) | None => {}
+                Some(InFlight::Exchange { .. } | InFlight::Refund { .. }) | None => {}
             }
         }
         Ok(recovery)
@@ -1256,6 +1337,34 @@ impl Wallet {
         })
     }
 
+    /// Makes the refund of the broker scrip `key` (already marked in flight)
+    /// into `account_id`, and records its answer.
+    async fn settle_refund(
+        &mut self,
+        client: &mut BrokerServiceClient<Channel>,
+        broker_url: &str,
+        key: &ScripKey,
+        account_id: u64,
+    ) -> Result<Settled<protocol::Refunded>, ClientError> {
+        let held = self.held(Purse::Broker, key)?.clone();
+        let mut entry = HistoryEntry::new(HistoryKind::Refund);
+        entry.broker = Some(key.vendor.to_string());
+        entry.url = Some(broker_url.to_owned());
+        entry.price = Some(held.scrip.value());
+
+        let result = protocol::refund(client, &held.scrip, &held.secret, account_id).await;
+        let refunded = match result {
+            Ok(refunded) => refunded,
+            Err(error) => return self.settle_failure(Purse::Broker, key, entry, error),
+        };
+        self.take(Purse::Broker, key);
+        self.record(&entry)?;
+        Ok(Settled {
+            entry,
+            result: Ok(refunded),
+        })
+    }
+
     /// Makes the payment with the vendor scrip `key` (already marked in
     /// flight) and records its answer.
     async fn settle_pay(
@@ -1307,6 +1416,7 @@ impl Wallet {
             HistoryKind::Buy => "purchase",
             HistoryKind::Exchange => "exchange",
             HistoryKind::Pay => "payment",
+            HistoryKind::Refund => "refund",
         };
         settled.result.map_err(|error| match error {
             ClientError::Rpc { code, message } => ClientError::Unsettled {
@@ -1430,7 +1540,7 @@ impl Wallet {
         match &in_flight {
             InFlight::Pay { vendor_url, .. } => held.vendor_url = Some(vendor_url.clone()),
             InFlight::Web { url, .. } => held.vendor_url = Some(url.clone()),
-            InFlight::Exchange { .. } => {}
+            InFlight::Exchange { .. } | InFlight::Refund { .. } => {}
         }
         held.in_flight = Some(in_flight);
         self.save()

@@ -577,3 +577,50 @@ async fn payments_over_a_limit_are_refused_before_anything_is_spent() {
 
     funded.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unspent_broker_scrip_is_refunded_into_the_account_once() {
+    let funded = Funded::new().await;
+    let wallet = funded.wallet.as_str();
+    // An exchange leaves broker change: 400 of the 500 bought.
+    ok_json(&[
+        "--wallet",
+        wallet,
+        "pay",
+        "--vendor",
+        &funded.vendor,
+        "--item",
+        "article-1",
+    ])
+    .await;
+
+    // A broker the wallet has not joined: refused, nothing changes.
+    let error = fails(&["--wallet", wallet, "refund", "--broker", "nobody.example"]).await;
+    assert!(error.contains("nobody.example"), "{error}");
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["brokers"][0]["scrip"]["value"], 400, "{balance}");
+
+    let refunds = ok_json(&["--wallet", wallet, "refund"]).await;
+    assert_eq!(refunds[0]["pieces"], 1, "{refunds}");
+    assert_eq!(refunds[0]["credited"], 400, "{refunds}");
+    assert_eq!(refunds[0]["balance"], 900, "{refunds}");
+
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["brokers"][0]["balance"], 900, "{balance}");
+    assert_eq!(balance["brokers"][0]["scrip"]["value"], 0, "{balance}");
+    // Vendor scrip is not refunded.
+    assert_eq!(balance["vendors"][0]["scrip"]["value"], 90, "{balance}");
+    let history = ok_json(&["--wallet", wallet, "history"]).await;
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "refund", "{last}");
+    assert_eq!(last["price"], 400, "{last}");
+    assert_eq!(last["outcome"], "ok", "{last}");
+
+    // Nothing is left to refund, and the account is not credited again.
+    let again = ok_json(&["--wallet", wallet, "refund"]).await;
+    assert_eq!(again[0]["pieces"], 0, "{again}");
+    assert!(again[0]["balance"].is_null(), "{again}");
+    let balance = ok_json(&["--wallet", wallet, "balance"]).await;
+    assert_eq!(balance["brokers"][0]["balance"], 900, "{balance}");
+    funded.shutdown().await;
+}

@@ -18,6 +18,7 @@ use millicent_client::protocol::{self, connect_broker, connect_vendor};
 use millicent_client::wallet::{HistoryKind, Outcome, PayOrder, Wallet};
 use millicent_client::{ClientError, REASON_METADATA_KEY, scrip_to_wire};
 use millicent_core::account::{account_key, account_mac};
+use millicent_core::broker::{RefundRequest, refund_goods};
 use millicent_core::exchange::{ExchangeRequest, exchange_goods, seal_customer_secret};
 use millicent_core::payment::ChangeSlot;
 use millicent_core::scrip::{CustId, Properties, ScripBody};
@@ -274,6 +275,7 @@ struct BrokerState {
     next_seq: u32,
     buys: HashMap<Vec<u8>, wire::BuyBrokerScripReply>,
     spent: HashMap<u64, (Mac, wire::ExchangeReply)>,
+    refunds: HashMap<u64, (Mac, wire::RefundReply)>,
 }
 
 impl FakeBroker {
@@ -517,9 +519,51 @@ impl BrokerService for FakeBroker {
 
     async fn refund(
         &self,
-        _: Request<wire::RefundRequest>,
+        request: Request<wire::RefundRequest>,
     ) -> Result<Response<wire::RefundReply>, Status> {
-        Err(Status::unimplemented("the wallet refunds nothing"))
+        let request = request.into_inner();
+        let scrip = decode_scrip(request.broker_scrip)?;
+        let request_stamp = stamp(scrip.suite(), &request.request_stamp)?;
+        let payment = Payment {
+            scrip,
+            variant: Variant::Secure,
+            request: request.request,
+            request_stamp,
+        };
+        let verified = payment.verify(&self.ring, now_s()).map_err(core_refusal)?;
+        let id = verified.scrip().id().as_u64();
+        let stamp = *verified.request_stamp().unwrap();
+
+        let mut state = self.state.lock().unwrap();
+        if let Some((seen, reply)) = state.refunds.get(&id) {
+            if *seen == stamp {
+                return Ok(Response::new(reply.clone()));
+            }
+            return Err(refuse(Code::AlreadyExists, "double_spend"));
+        }
+        let order = RefundRequest::decode(verified.request()).map_err(core_refusal)?;
+        let value = verified.scrip().value();
+        let balance = state
+            .balances
+            .get_mut(&order.account_id)
+            .ok_or_else(|| refuse(Code::NotFound, "unknown_account"))?;
+        *balance += value.units();
+        let balance = *balance;
+        let goods = refund_goods(order.account_id, value.units(), balance);
+        let reply = verified
+            .reply(&self.ring, value, None, &goods, &[6; 8])
+            .map_err(core_refusal)?;
+        let wire_reply = wire::RefundReply {
+            account_id: order.account_id,
+            credited: value.units(),
+            balance,
+            reply_stamp: stamp_bytes(reply.reply_stamp),
+        };
+        state.refunds.insert(id, (stamp, wire_reply.clone()));
+        if self.lose_next_reply.swap(false, Ordering::SeqCst) {
+            return Err(Status::deadline_exceeded("timed out"));
+        }
+        Ok(Response::new(wire_reply))
     }
 
     async fn renew_vendor_scrip(
@@ -786,6 +830,43 @@ async fn a_lost_purchase_is_fetched_again_not_bought_twice() {
         &Amount::new(600)
     );
     assert_eq!(units(balances.brokers[0].scrip), (400, 1, 0));
+}
+
+#[tokio::test]
+async fn a_lost_refund_reply_is_recovered_and_credited_once() {
+    let mut net = network(1000).await;
+    net.wallet.buy(None, Amount::new(400)).await.unwrap();
+    net.broker.lose_next_reply.store(true, Ordering::SeqCst);
+    let error = net.wallet.refund(BROKER).await.unwrap_err();
+    assert!(
+        matches!(error, ClientError::Unsettled { call: "refund", .. }),
+        "{error:?}"
+    );
+    assert!(net.wallet.has_unsettled_calls());
+
+    let mut reopened = reopen(net.wallet);
+    let balances = reopened.balances().await.unwrap();
+    assert_eq!(units(balances.brokers[0].scrip), (0, 0, 400));
+    let recovery = reopened.recover().await.unwrap();
+    assert!(recovery.unsettled.is_empty(), "{:?}", recovery.unsettled);
+    assert_eq!(recovery.settled.len(), 1);
+    assert_eq!(recovery.settled[0].entry.kind, HistoryKind::Refund);
+    assert!(!reopened.has_unsettled_calls());
+
+    let balances = reopened.balances().await.unwrap();
+    assert_eq!(
+        balances.brokers[0].account.as_ref().unwrap(),
+        &Amount::new(1000)
+    );
+    assert_eq!(units(balances.brokers[0].scrip), (0, 0, 0));
+    // Nothing is left to refund: the account is not credited again.
+    let refund = reopened.refund(BROKER).await.unwrap();
+    assert_eq!(refund.pieces, 0);
+    let balances = reopened.balances().await.unwrap();
+    assert_eq!(
+        balances.brokers[0].account.as_ref().unwrap(),
+        &Amount::new(1000)
+    );
 }
 
 #[tokio::test]

@@ -160,6 +160,9 @@ enum InFlightRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vendor_url: Option<String>,
     },
+    Refund {
+        account_id: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -297,6 +300,9 @@ fn in_flight_record(in_flight: &InFlight) -> InFlightRecord {
             vendor: vendor.to_string(),
             value: value.units(),
             vendor_url: vendor_url.clone(),
+        },
+        InFlight::Refund { account_id } => InFlightRecord::Refund {
+            account_id: *account_id,
         },
     }
 }
@@ -475,6 +481,9 @@ fn in_flight(record: &InFlightRecord) -> Checked<InFlight> {
             vendor: vendor_name(vendor)?,
             value: Amount::new(*value),
             vendor_url: vendor_url.clone(),
+        },
+        InFlightRecord::Refund { account_id } => InFlight::Refund {
+            account_id: *account_id,
         },
     })
 }

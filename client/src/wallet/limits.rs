@@ -86,7 +86,7 @@ impl Wallet {
             let price = match held.in_flight.as_ref()? {
                 InFlight::Pay { price, .. } => (*price)?,
                 InFlight::Web { price, .. } => *price,
-                InFlight::Exchange { .. } => return None,
+                InFlight::Exchange { .. } | InFlight::Refund { .. } => return None,
             };
             wanted(held.scrip.body().vendor.as_str()).then_some(price)
         });

@@ -73,6 +73,9 @@ fn full_wallet() -> (TempDir, Wallet) {
     wallet
         .broker_scrip
         .push(scrip("broker.example", 300, 2, NOW_S + 60));
+    let mut refunding = scrip("broker.example", 200, 5, NOW_S + 60);
+    refunding.in_flight = Some(InFlight::Refund { account_id: 41 });
+    wallet.broker_scrip.push(refunding);
     let mut paying = scrip("news.example", 100, 3, NOW_S + 60);
     paying.vendor_url = Some("http://127.0.0.1:7200".into());
     paying.in_flight = Some(InFlight::Pay {
@@ -185,7 +188,7 @@ fn everything_survives_a_save_and_open() {
         assert_eq!(old.secret(), new.secret());
         assert_eq!(old.in_flight(), new.in_flight());
     }
-    assert_eq!(reopened.broker_scrip.len(), 2);
+    assert_eq!(reopened.broker_scrip.len(), 3);
     let paying = &reopened.vendor_scrip()[0];
     assert_eq!(paying.scrip(), vendor_scrip[0].scrip());
     assert_eq!(paying.vendor_url(), Some("http://127.0.0.1:7200"));
