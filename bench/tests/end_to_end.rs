@@ -60,7 +60,18 @@ async fn a_customer_pays_with_change_and_bad_scrip_is_refused(suite: Suite) {
     let balance = protocol::credit(&mut broker, &token, account, Amount::new(1000), "deposit-1")
         .await
         .unwrap();
-    assert_eq!(balance, Amount::new(1000));
+    assert_eq!(balance.balance, Amount::new(1000));
+    assert!(!balance.repeated);
+    // A retry credits nothing more; the reference for another amount is
+    // refused.
+    let again = protocol::credit(&mut broker, &token, account, Amount::new(1000), "deposit-1")
+        .await
+        .unwrap();
+    assert_eq!((again.balance, again.repeated), (Amount::new(1000), true));
+    let reused = protocol::credit(&mut broker, &token, account, Amount::new(7), "deposit-1")
+        .await
+        .unwrap_err();
+    assert_eq!(reused.reason(), Some("reference_reused"), "{reused}");
     let bought = protocol::buy_broker_scrip(
         &mut broker,
         info.suite,

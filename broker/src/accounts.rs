@@ -233,7 +233,17 @@ impl Accounts {
         let reference_key = credit_key(account_id, reference);
         let _account = self.lock(account_id);
         if let Some(bytes) = self.table.get(&reference_key)? {
-            let balance = decode_u64(&bytes).ok_or_else(|| unreadable("credit"))?;
+            let (balance, credited) = bytes
+                .split_at_checked(8)
+                .and_then(|(balance, credited)| Some((decode_u64(balance)?, decode_u64(credited)?)))
+                .ok_or_else(|| unreadable("credit"))?;
+            if credited != amount.units() {
+                return Err(BrokerError::ReferenceReused {
+                    reference: reference.to_owned(),
+                    recorded: format!("a credit of {credited} to account {account_id}"),
+                    asked: format!("a credit of {amount}"),
+                });
+            }
             return Ok(Outcome::Repeat(Amount::new(balance)));
         }
         let mut writes = Writes::new();
@@ -245,7 +255,10 @@ impl Accounts {
             reference,
             now_ms,
         )?;
-        writes.insert(&self.table, &reference_key, balance.units().to_be_bytes());
+        let mut recorded = [0; 16];
+        recorded[..8].copy_from_slice(&balance.units().to_be_bytes());
+        recorded[8..].copy_from_slice(&amount.units().to_be_bytes());
+        writes.insert(&self.table, &reference_key, recorded);
         let tx = Transaction::new(TxKind::Credit, now_ms, reference)
             .debit(Account::Cash, amount)
             .credit(Account::Customer(account_id), amount);
@@ -586,6 +599,9 @@ mod tests {
         assert_eq!(credit(10, "a").unwrap(), Outcome::Fresh(Amount::new(10)));
         assert_eq!(credit(5, "b").unwrap(), Outcome::Fresh(Amount::new(15)));
         assert_eq!(credit(10, "a").unwrap(), Outcome::Repeat(Amount::new(10)));
+        // The same reference for another amount changes nothing.
+        let reused = credit(11, "a").unwrap_err();
+        assert_eq!(reused.reason(), "reference_reused", "{reused}");
         assert!(matches!(
             credit(u64::MAX, "c"),
             Err(BrokerError::Protocol(millicent_core::Error::AmountOverflow))

@@ -67,8 +67,9 @@ pub async fn statement(
 }
 
 /// Records `order` at the node keeping its shard; returns what is owed to
-/// the counterparty after it.
-pub async fn payout(operator: &Operator, order: &PayoutOrder) -> anyhow::Result<i64> {
+/// the counterparty after it, and whether the reference had recorded it
+/// already.
+pub async fn payout(operator: &Operator, order: &PayoutOrder) -> anyhow::Result<(i64, bool)> {
     let owners = cluster(operator).await?;
     let owner = owners
         .iter()
@@ -95,7 +96,8 @@ pub async fn payout(operator: &Operator, order: &PayoutOrder) -> anyhow::Result<
         .await
         .map_err(refusal)
         .context("the payout was refused")?;
-    Ok(reply.into_inner().owed)
+    let reply = reply.into_inner();
+    Ok((reply.owed, reply.repeated))
 }
 
 /// Audits every node of the broker while it runs; one report per node.

@@ -16,7 +16,9 @@ use millicent_proto as proto;
 use zeroize::Zeroizing;
 
 use crate::BrokerError;
-use crate::accounts::{AccountCall, MAX_ENTRY_AMOUNT, MAX_REFERENCE_LEN, Method, Statement};
+use crate::accounts::{
+    AccountCall, MAX_ENTRY_AMOUNT, MAX_REFERENCE_LEN, Method, Outcome, Statement,
+};
 use crate::audit::AuditReport;
 use crate::config::{Settings, Source};
 use crate::licences::LicenceGrant;
@@ -278,9 +280,11 @@ pub(crate) fn open_account_reply(
     }
 }
 
-pub(crate) fn credit_reply(balance: Amount) -> proto::CreditReply {
+pub(crate) fn credit_reply(outcome: Outcome<Amount>) -> proto::CreditReply {
+    let repeated = matches!(outcome, Outcome::Repeat(_));
     proto::CreditReply {
-        balance: balance.units(),
+        balance: outcome.into_inner().units(),
+        repeated,
     }
 }
 

@@ -183,6 +183,19 @@ pub enum BrokerError {
         /// The payout asked for.
         amount: u64,
     },
+    /// An operator reference used before for a different credit or payout.
+    #[error(
+        "reference {reference:?} was used before for {recorded}, not {asked}; \
+         nothing changed: give a new payment a new reference"
+    )]
+    ReferenceReused {
+        /// The reference.
+        reference: String,
+        /// What was recorded under it.
+        recorded: String,
+        /// What this call asked for.
+        asked: String,
+    },
     /// No such other broker is configured.
     #[error("broker {broker:?} is not one this broker deals with")]
     UnknownBroker {
@@ -212,6 +225,7 @@ impl BrokerError {
             BrokerError::SpentAtVendor { .. } => "double_spend",
             BrokerError::WrongValue { .. } => "wrong_value",
             BrokerError::ExceedsOwed { .. } => "exceeds_owed",
+            BrokerError::ReferenceReused { .. } => "reference_reused",
             BrokerError::UnknownBroker { .. } => "unknown_broker",
             BrokerError::Storage(_) => "storage",
             BrokerError::Config { .. } => "config",
@@ -240,9 +254,9 @@ impl BrokerError {
             | BrokerError::NotExpired { .. }
             | BrokerError::WrongValue { .. }
             | BrokerError::ExceedsOwed { .. } => Code::FailedPrecondition,
-            BrokerError::DoubleSpend { .. } | BrokerError::SpentAtVendor { .. } => {
-                Code::AlreadyExists
-            }
+            BrokerError::DoubleSpend { .. }
+            | BrokerError::SpentAtVendor { .. }
+            | BrokerError::ReferenceReused { .. } => Code::AlreadyExists,
             BrokerError::VendorUnavailable { .. } | BrokerError::Storage(_) => Code::Unavailable,
             BrokerError::Config { .. }
             | BrokerError::DataDir(_)
@@ -363,6 +377,15 @@ mod tests {
                 },
                 Code::FailedPrecondition,
                 "exceeds_owed",
+            ),
+            (
+                BrokerError::ReferenceReused {
+                    reference: "deposit-1".into(),
+                    recorded: "a credit of 5".into(),
+                    asked: "a credit of 6".into(),
+                },
+                Code::AlreadyExists,
+                "reference_reused",
             ),
         ];
         for (error, code, reason) in cases {

@@ -194,11 +194,19 @@ async fn main() -> anyhow::Result<ExitCode> {
                 amount: args.amount,
                 reference: args.reference.clone(),
             };
-            let owed = admin::payout(&operator(args.operator), &order).await?;
-            println!(
-                "recorded; {} is now owed {owed} by shard {}",
-                args.to, args.shard
-            );
+            let (owed, repeated) = admin::payout(&operator(args.operator), &order).await?;
+            if repeated {
+                println!(
+                    "reference {:?} was recorded already: nothing more recorded; {} was owed \
+                     {owed} by shard {} after it",
+                    args.reference, args.to, args.shard
+                );
+            } else {
+                println!(
+                    "recorded; {} is now owed {owed} by shard {}",
+                    args.to, args.shard
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -164,7 +164,7 @@ impl Broker {
         if let Outcome::Fresh(_) = outcome {
             telemetry::credited(credit.amount);
         }
-        Ok(convert::credit_reply(outcome.into_inner()))
+        Ok(convert::credit_reply(outcome))
     }
 
     async fn buy_broker_scrip(
@@ -353,7 +353,7 @@ impl Broker {
         };
         let shard = self.state.shard(payout.shard)?;
         let (_, now_ms) = unix_now();
-        let owed = shard.settlement.payout(
+        let (owed, repeated) = shard.settlement.payout(
             shard,
             &counterparty,
             payout.direction,
@@ -364,6 +364,7 @@ impl Broker {
         shard.ledger.commit().await?;
         Ok(proto::PayoutReply {
             owed: owed.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            repeated,
         })
     }
 

@@ -180,6 +180,14 @@ pub(crate) enum Counterparty {
     Broker(VendorName),
 }
 
+impl Counterparty {
+    fn name(&self) -> &VendorName {
+        match self {
+            Counterparty::Vendor(name) | Counterparty::Broker(name) => name,
+        }
+    }
+}
+
 impl Settlement {
     pub(crate) fn open(ledger: &Ledger) -> Result<Settlement, LedgerError> {
         Ok(Settlement {
@@ -563,7 +571,8 @@ impl Settlement {
 
     /// Records a payout of `amount` with `counterparty`, once per
     /// `reference`; returns what is owed to the counterparty after it
-    /// (negative when the counterparty owes the shard).
+    /// (negative when the counterparty owes the shard), and whether the
+    /// reference had recorded this payout already.
     pub(crate) fn payout(
         &self,
         shard: &Shard,
@@ -572,16 +581,33 @@ impl Settlement {
         amount: Amount,
         reference: &str,
         now_ms: u64,
-    ) -> Result<i128, BrokerError> {
+    ) -> Result<(i128, bool), BrokerError> {
         let _paying = self.payouts.lock().unwrap_or_else(PoisonError::into_inner);
         let books = &shard.books;
         let stored_reference = format!("payout/{reference}");
+        // What the reference records: the payout itself, so that reusing
+        // it for another is refused rather than taken for a retry.
+        let what = format!(
+            "a payout of {amount} {} {}",
+            match direction {
+                Direction::Pay => "to",
+                Direction::Receive => "from",
+            },
+            counterparty.name()
+        );
         if let Some(reply) = books.reply_for(&stored_reference)? {
-            let owed: [u8; 16] = reply
-                .as_slice()
-                .try_into()
-                .map_err(|_| unreadable("payout reply"))?;
-            return Ok(i128::from_be_bytes(owed));
+            let (owed, recorded) = reply
+                .split_first_chunk::<16>()
+                .ok_or_else(|| unreadable("payout reply"))?;
+            let recorded = String::from_utf8_lossy(recorded);
+            if recorded != what {
+                return Err(BrokerError::ReferenceReused {
+                    reference: reference.to_owned(),
+                    recorded: recorded.into_owned(),
+                    asked: what,
+                });
+            }
+            return Ok((i128::from_be_bytes(*owed), true));
         }
         let (account, name) = match counterparty {
             Counterparty::Vendor(name) => (Account::Payable(name.clone()), name),
@@ -626,9 +652,11 @@ impl Settlement {
             Direction::Receive => owed + units,
         };
         let mut writes = Writes::new();
-        books.record_reply(&mut writes, &stored_reference, &after.to_be_bytes());
+        let mut reply = after.to_be_bytes().to_vec();
+        reply.extend_from_slice(what.as_bytes());
+        books.record_reply(&mut writes, &stored_reference, &reply);
         books.post(writes, &tx)?;
-        Ok(after)
+        Ok((after, false))
     }
 }
 

@@ -75,9 +75,15 @@ async fn redeemed_scrip_is_owed_to_the_vendor_and_payouts_settle_it() {
     let too_much = client.record_payout(payout(41, "p1")).await;
     assert_refused(too_much, Code::FailedPrecondition, "exceeds_owed");
     let paid = client.record_payout(payout(40, "p1")).await.unwrap();
-    assert_eq!(paid.into_inner().owed, 0);
+    assert_eq!((paid.get_ref().owed, paid.get_ref().repeated), (0, false));
     let repeated = client.record_payout(payout(40, "p1")).await.unwrap();
-    assert_eq!(repeated.into_inner().owed, 0);
+    assert_eq!(
+        (repeated.get_ref().owed, repeated.get_ref().repeated),
+        (0, true)
+    );
+    // The reference of another payout is refused, not taken for a retry.
+    let reused = client.record_payout(payout(30, "p1")).await;
+    assert_refused(reused, Code::AlreadyExists, "reference_reused");
     let without_token = client
         .record_payout(tonic::Request::new(proto::PayoutRequest {
             shard: 0,

@@ -48,8 +48,8 @@ pub mod web;
 pub use convert::{scrip_from_wire, scrip_to_wire};
 pub use error::{ClientError, REASON_METADATA_KEY, ScripFate};
 pub use protocol::{
-    AccountKey, BoughtScrip, BrokerInfoSummary, ClusterMap, Exchanged, Paid, PreparedExchange,
-    Refunded, Renewed, ShardOwner, VendorOfferSummary, account_auth, broker_info, buy_broker_scrip,
-    exchange, open_account, pay, prices, refund, renew_vendor_scrip,
+    AccountKey, BoughtScrip, BrokerInfoSummary, ClusterMap, Credited, Exchanged, Paid,
+    PreparedExchange, Refunded, Renewed, ShardOwner, VendorOfferSummary, account_auth, broker_info,
+    buy_broker_scrip, exchange, open_account, pay, prices, refund, renew_vendor_scrip,
 };
 pub use wallet::{Passphrase, PayOrder, Wallet, WebOrder, WebPurchase};

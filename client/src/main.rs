@@ -429,7 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             operator_token,
         } => {
             let mut client = connect_broker(&broker).await?;
-            let balance = protocol::credit(
+            let credited = protocol::credit(
                 &mut client,
                 &operator_token,
                 account,
@@ -437,9 +437,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &reference,
             )
             .await?;
+            let balance = credited.balance;
+            let text = if credited.repeated {
+                format!(
+                    "reference {reference:?} was credited already: nothing more credited; \
+                     account {account}'s balance after that credit was {balance}"
+                )
+            } else {
+                format!("credited account {account}: balance {balance}")
+            };
             out.print(
-                json!({ "account_id": account, "balance": balance.units() }),
-                format!("credited account {account}: balance {balance}"),
+                json!({
+                    "account_id": account,
+                    "balance": balance.units(),
+                    "repeated": credited.repeated,
+                }),
+                text,
             )
         }
         Command::Buy {

@@ -466,16 +466,27 @@ pub async fn get_account(
     })
 }
 
+/// The answer to [`credit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credited {
+    /// The balance right after the credit with the reference.
+    pub balance: Amount,
+    /// Whether the reference had been credited already, so that this call
+    /// credited nothing more.
+    pub repeated: bool,
+}
+
 /// Operator call: credits `amount` to an account, standing in for a
 /// heavyweight payment. `reference` is unique per account; repeating it
-/// credits nothing more. Returns the new balance.
+/// with the same amount credits nothing more, and with another amount is
+/// refused (`reference_reused`).
 pub async fn credit(
     client: &mut BrokerServiceClient<Channel>,
     operator_token: &str,
     account_id: u64,
     amount: Amount,
     reference: &str,
-) -> Result<Amount, ClientError> {
+) -> Result<Credited, ClientError> {
     let message = wire::CreditRequest {
         account_id,
         amount: amount.units(),
@@ -505,7 +516,10 @@ pub async fn credit(
         } if reason == "unauthenticated" => ClientError::OperatorTokenRefused { message },
         other => other,
     })?;
-    Ok(Amount::new(reply.balance))
+    Ok(Credited {
+        balance: Amount::new(reply.balance),
+        repeated: reply.repeated,
+    })
 }
 
 /// The result of exchanging broker scrip for vendor scrip.

@@ -367,7 +367,10 @@ impl BrokerService for FakeBroker {
             .get_mut(&request.account_id)
             .ok_or_else(|| refuse(Code::NotFound, "unknown_account"))?;
         *balance += request.amount;
-        Ok(Response::new(wire::CreditReply { balance: *balance }))
+        Ok(Response::new(wire::CreditReply {
+            balance: *balance,
+            repeated: false,
+        }))
     }
 
     async fn buy_broker_scrip(
@@ -649,7 +652,7 @@ async fn network(funds: u64) -> Network {
     )
     .await
     .unwrap();
-    assert_eq!(balance, Amount::new(funds));
+    assert_eq!(balance.balance, Amount::new(funds));
     Network {
         vendor,
         broker,

@@ -130,6 +130,28 @@ impl Vendor {
     ) -> Result<Vendor, VendorError> {
         let name = catalogue.name.clone();
         let stored = store.load(&name)?;
+        // Dropping a suite while scrip of it is live would strand that
+        // scrip in customers' wallets: refuse, and say how to move.
+        if let Some(stranded) = stored.series.iter().find(|record| {
+            record.key.expires_at > now && !catalogue.accepted_suites.contains(&record.key.suite)
+        }) {
+            let whose = match &stranded.holder {
+                Holder::Node => "the node's change".to_owned(),
+                Holder::Broker(broker) => format!("broker {broker}'s licence"),
+            };
+            return Err(VendorError::Config {
+                detail: format!(
+                    "vendor {name}: series {} ({whose}) holds live {} scrip until {}, and this \
+                     configuration no longer accepts that suite; add \"{}\" to accept_suites \
+                     until then (see docs/OPERATIONS.md, \"Cipher suites\"), or use another \
+                     data_dir for a new deployment",
+                    stranded.key.series,
+                    stranded.key.suite.name(),
+                    stranded.key.expires_at,
+                    stranded.key.suite.name(),
+                ),
+            });
+        }
         let mut ring = KeyRing::new(name.clone());
         for record in &stored.series {
             ring.add_series(record.key.clone());
@@ -491,6 +513,42 @@ mod tests {
         Vendor::open(catalogue, store, ledger.clone(), LIFETIME, now)
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn dropping_a_suite_with_live_scrip_is_refused_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let classic = |accept: &[&str]| {
+            let mut config = VendorConfig::default();
+            config.vendors[0].suite = "classic".to_owned();
+            config.vendors[0].accept_suites = accept.iter().map(|s| s.to_string()).collect();
+            config
+        };
+        let open_with = |config: VendorConfig, now: u64| {
+            let ledger = ledger.clone();
+            async move {
+                let settings = config.validate().unwrap();
+                let store = KeyStore::open(&ledger, "vendor-1", settings.cluster.own()).unwrap();
+                let catalogue = settings.catalogues.into_iter().next().unwrap();
+                Vendor::open(catalogue, store, ledger, LIFETIME, now).await
+            }
+        };
+        drop(open_with(classic(&[]), NOW).await.unwrap());
+
+        let error = match open_with(VendorConfig::default(), NOW + 1).await {
+            Ok(_) => panic!("a vendor dropping live classic scrip opened"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains("live classic scrip"), "{error}");
+        assert!(error.contains("accept_suites"), "{error}");
+        // Listing the old suite is the way to move; once its series is
+        // past expiry, nothing is stranded and the old suite may go.
+        let mut moving = VendorConfig::default();
+        moving.vendors[0].accept_suites = vec!["modern".to_owned(), "classic".to_owned()];
+        drop(open_with(moving, NOW + 2).await.unwrap());
+        let later = NOW + 10 * LIFETIME;
+        drop(open_with(VendorConfig::default(), later).await.unwrap());
     }
 
     fn next_id(vendor: &Vendor) -> ScripId {
