@@ -27,7 +27,7 @@ const MAX_REASON_LEN: usize = 64;
 #[non_exhaustive]
 pub enum ClientError {
     /// The server understood the call and refused it for a named reason.
-    #[error("refused ({reason}): {message}; {}", refusal_hint(reason))]
+    #[error("refused ({reason}): {message}{}", refusal_hint(reason))]
     Refused {
         /// Machine-readable reason from the `millicent-reason` metadata entry.
         reason: String,
@@ -41,7 +41,7 @@ pub enum ClientError {
     /// the wallet drop the scrip: any other refusal comes from one node,
     /// which may simply not be the node that knows the scrip.
     #[error(
-        "{node} refused {issuer} scrip worth {value} ({reason}): {message}; {}; {fate}",
+        "{node} refused {issuer} scrip worth {value} ({reason}): {message}{}; {fate}",
         refusal_hint(reason)
     )]
     ScripRefused {
@@ -62,8 +62,8 @@ pub enum ClientError {
     },
     /// A broker refused an operator call because of its operator token.
     #[error(
-        "refused (unauthenticated): {message}; the broker did not accept the operator token, \
-        check --operator-token or MILLICENT_OPERATOR_TOKEN"
+        "refused (unauthenticated): {message}; check --operator-token or \
+        MILLICENT_OPERATOR_TOKEN"
     )]
     OperatorTokenRefused {
         /// The server's message.
@@ -466,10 +466,15 @@ fn is_reason(reason: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// What a person can do about a refusal.
-fn refusal_hint(reason: &str) -> &'static str {
-    match reason {
-        "double_spend" => "this scrip was already spent and cannot be used again",
+/// What a person can do about a refusal, after a `; `, or nothing when the
+/// server's message is all there is to say.
+fn refusal_hint(reason: &str) -> String {
+    hint(reason).map_or_else(String::new, |hint| format!("; {hint}"))
+}
+
+fn hint(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "double_spend" => "it cannot be used again",
         "expired" => "this scrip has expired; a broker may exchange it for fresh scrip",
         "bad_certificate" => {
             "this node does not recognise the scrip: it was issued for another node, or forged"
@@ -487,8 +492,8 @@ fn refusal_hint(reason: &str) -> &'static str {
         "unknown_vendor" => "this server does not serve that vendor; see `millicent prices`",
         "variant_not_accepted" => "choose a variant the vendor accepts with --variant",
         "unknown_account" => "check the account ID, or join the broker again",
-        _ => "see the server's message",
-    }
+        _ => return None,
+    })
 }
 
 /// What a person can do about a failure without a reason.
@@ -530,7 +535,18 @@ mod tests {
         assert!(!error.outcome_unknown());
         let text = error.to_string();
         assert!(text.contains("double_spend"), "{text}");
-        assert!(text.contains("already spent"), "{text}");
+        assert!(text.contains("cannot be used again"), "{text}");
+        // A reason without advice adds nothing to the server's message.
+        let unknown = ClientError::from(tonic::Status::with_metadata(
+            tonic::Code::FailedPrecondition,
+            "some refusal",
+            {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                metadata.insert(REASON_METADATA_KEY, "some_reason".parse().unwrap());
+                metadata
+            },
+        ));
+        assert_eq!(unknown.to_string(), "refused (some_reason): some refusal");
     }
 
     #[test]
@@ -581,7 +597,7 @@ mod tests {
         assert_eq!(operator.reason(), Some("unauthenticated"));
         let text = operator.to_string();
         assert!(
-            text.contains("operator token") && !text.contains("account key"),
+            text.contains("--operator-token") && !text.contains("account key"),
             "{text}"
         );
     }

@@ -42,6 +42,9 @@ waits for the first to finish.";
 /// The wallet used when none is named.
 const DEFAULT_WALLET: &str = "wallet.json";
 
+/// The largest amount a broker books: its ledger keeps signed 64-bit sums.
+const MAX_AMOUNT: u64 = i64::MAX as u64;
+
 /// Pay for things on the network with Millicent scrip.
 ///
 /// A wallet file holds your accounts at brokers, the scrip you have bought
@@ -126,7 +129,7 @@ enum Command {
         #[arg(long, value_name = "ID")]
         account: u64,
         /// How much to credit.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_AMOUNT))]
         amount: u64,
         /// Your reference for the payment, unique per account.
         #[arg(long, value_name = "REF")]
@@ -146,7 +149,7 @@ enum Command {
     /// The scrip is kept in the wallet until a payment needs it.
     Buy {
         /// How much broker scrip to buy.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_AMOUNT))]
         amount: u64,
         /// The broker to buy from, by name; by default the first one joined.
         #[arg(long, value_name = "NAME")]
@@ -259,7 +262,7 @@ enum Command {
         vendor_limit: Vec<String>,
         /// How much vendor scrip an exchange asks for when a payment needs
         /// one.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_AMOUNT))]
         top_up: Option<u64>,
         #[command(flatten)]
         wallet: WalletArg,
@@ -789,6 +792,7 @@ impl Keys {
             return Ok(Some(known.clone()));
         }
         if let Some(file) = &self.file {
+            check_passphrase_file(file)?;
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read --passphrase-file {}", file.display()))?;
             let line = text.lines().next().unwrap_or("").to_owned();
@@ -1164,6 +1168,32 @@ fn print_settings(out: Output, wallet: &Wallet) -> anyhow::Result<()> {
         }),
         lines.join("\n"),
     )
+}
+
+/// Refuses a passphrase file that users other than its owner can read or
+/// change, as the wallet refuses such a wallet file: the passphrase is
+/// the wallet's key.
+#[cfg(unix)]
+fn check_passphrase_file(file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let metadata = std::fs::metadata(file)
+        .with_context(|| format!("cannot read --passphrase-file {}", file.display()))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "--passphrase-file {} can be read or changed by other users (mode {mode:o}); \
+             make it private with `chmod 600 {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_passphrase_file(_file: &Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

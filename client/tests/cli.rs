@@ -464,6 +464,19 @@ async fn a_protected_wallet_opens_with_its_passphrase_only() {
     assert!(stderr.contains("does not open"), "{stderr}");
     assert_eq!(std::fs::read_to_string(wallet_path).unwrap(), sealed);
 
+    // A passphrase file others can read is refused like such a wallet file.
+    let file = funded.dir.path().join("passphrase");
+    std::fs::write(&file, "correct horse battery\n").unwrap();
+    let file_arg = file.to_str().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = fails(&["--passphrase-file", file_arg, "--wallet", wallet, "balance"]).await;
+        assert!(error.contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    ok_json(&["--passphrase-file", file_arg, "--wallet", wallet, "balance"]).await;
+
     // With it, the wallet pays and stays protected.
     let paid = with_passphrase(
         "correct horse battery",

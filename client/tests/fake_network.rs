@@ -1149,6 +1149,6 @@ async fn a_refused_operator_token_is_reported_as_such() {
         .unwrap_err();
     assert_eq!(error.reason(), Some("unauthenticated"));
     let text = error.to_string();
-    assert!(text.contains("operator token"), "{text}");
+    assert!(text.contains("--operator-token"), "{text}");
     assert!(!text.contains("account key"), "{text}");
 }
