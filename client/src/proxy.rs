@@ -218,6 +218,12 @@ impl Proxy {
                 return text(StatusCode::BAD_GATEWAY, &message);
             }
         };
+        let response =
+            if method == Method::HEAD && response.status() == StatusCode::PAYMENT_REQUIRED {
+                self.offer_for_head(&url, &headers, response).await
+            } else {
+                response
+            };
         if !web::may_be_offer(&response) {
             return relay(response);
         }
@@ -271,6 +277,27 @@ impl Proxy {
                 eprintln!("did not pay for {url}: {error}");
                 declined(&error)
             }
+        }
+    }
+
+    /// The offer for a resource whose HEAD was answered 402: that answer has
+    /// no body to carry the offer, so the proxy asks for it with an unpaid
+    /// GET, which a Millicent gateway answers with the same offer without
+    /// reaching its upstream. The HEAD's own answer stands if the GET brings
+    /// no offer.
+    async fn offer_for_head(
+        &self,
+        url: &hyper::Uri,
+        headers: &hyper::HeaderMap,
+        head: Response<Incoming>,
+    ) -> Response<Incoming> {
+        let mut get = Request::new(Full::new(Bytes::new()));
+        *get.method_mut() = Method::GET;
+        *get.uri_mut() = url.clone();
+        *get.headers_mut() = headers.clone();
+        match self.client.request(get).await {
+            Ok(offer) if web::may_be_offer(&offer) => offer,
+            _ => head,
         }
     }
 

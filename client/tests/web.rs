@@ -498,6 +498,21 @@ async fn curl_through_the_proxy_buys_a_page_and_bad_offers_spend_nothing() {
         "{csv}"
     );
 
+    // HEAD is paid too: its 402 carries no offer, so the proxy fetches the
+    // offer with an unpaid GET and pays for the HEAD.
+    ok_json(&["--wallet", &wallet, "limits", "--max-price", "off"]).await;
+    let head = curl_with(proxy.addr, &network.page("/articles/1.html"), &["--head"]).await;
+    assert_eq!(head.status, 200, "{}", head.headers);
+    assert_eq!(head.header("millicent-paid").as_deref(), Some("10"));
+    let history = ok_json(&["--wallet", &wallet, "history"]).await;
+    let paid = pays(&history);
+    assert_eq!(
+        paid.last().unwrap()["item"],
+        format!("HEAD {}/articles/1.html", network.gateway)
+    );
+    let balance = ok_json(&["--wallet", &wallet, "balance"]).await;
+    assert_eq!(balance["vendors"][0]["scrip"]["value"], 70, "{balance}");
+
     drop(proxy);
     network.shutdown().await;
 }

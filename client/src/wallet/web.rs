@@ -60,7 +60,8 @@ impl Wallet {
     /// Pays for an HTTP resource as its vendor's offer asks, and fetches it.
     ///
     /// Refuses, spending nothing, a method other than GET and HEAD, an
-    /// offer for another request than `order`'s, one over the wallet's
+    /// offer for another request than `order`'s (a HEAD takes the offer of
+    /// a GET of the same resource), one over the wallet's
     /// limits, and one from a vendor whose scrip the wallet neither holds
     /// nor can buy from a broker it has joined.
     pub async fn pay_web(
@@ -81,7 +82,11 @@ impl Wallet {
             });
         }
         let request = http::request_for(&method, &url)?;
-        if offer.request != request {
+        // A 402 to HEAD has no body, so a HEAD is paid from the offer of a
+        // GET of the same resource; the stamp covers the HEAD itself.
+        let offered_for_get =
+            method == Method::HEAD && offer.request == http::request_for(&Method::GET, &url)?;
+        if offer.request != request && !offered_for_get {
             return Err(ClientError::BadOffer {
                 url: url.to_string(),
                 detail: format!("it is for the request {:?}, not {request:?}", offer.request),
