@@ -506,7 +506,10 @@ fn status_hint(code: tonic::Code) -> &'static str {
         }
         Code::ResourceExhausted => "the server is busy; try again shortly",
         Code::Unauthenticated | Code::PermissionDenied => "check the credentials given",
-        Code::Unimplemented => "the server does not offer this call; check the URL",
+        Code::Unimplemented => {
+            "the server does not offer this call: check that the URL is of a broker (join, buy, \
+             refund) or of a vendor node (prices, pay), not of the other kind"
+        }
         _ => "the server gave no reason; see its logs",
     }
 }
