@@ -34,6 +34,9 @@
 //!   nothing to pay for.
 //! - Only broker scrip is refunded ([`Wallet::refund`]): vendor scrip is
 //!   held until it is spent or expires.
+//! - An exchange spends one piece of broker scrip, as the protocol has it:
+//!   pieces are not combined, so buy broker scrip in amounts at least the
+//!   top-up (`millicent limits --top-up`) rather than in many small ones.
 
 #![forbid(unsafe_code)]
 
