@@ -102,7 +102,9 @@ async fn credit_needs_the_operator_token_and_is_idempotent_per_reference() {
 
     assert_eq!(credit(&mut client, account.id, 10, "r1").await, 10);
     assert_eq!(credit(&mut client, account.id, 10, "r1").await, 10);
-    assert_eq!(credit(&mut client, account.id, 99, "r1").await, 10);
+    // The reference of another credit is refused, and credits nothing.
+    let reused = credit_with(&mut client, Some(OPERATOR_TOKEN), account.id, 99, "r1").await;
+    assert_refused(reused, Code::AlreadyExists, "reference_reused");
     assert_eq!(credit(&mut client, account.id, 5, "r2").await, 15);
     assert_eq!(balance(&mut client, &account).await, 15);
 
