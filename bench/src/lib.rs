@@ -5,7 +5,9 @@
 //! - [`exchange`] buys vendor scrip from a broker as fast as it answers;
 //! - [`load`] funds simulated customers and runs payments against any network
 //!   (the demo);
-//! - [`mix`] names the operations of a load run and their shares;
+//! - [`traffic`] is the load generator: customers doing a [`mix`] of
+//!   payments, broker operations and attacks against one or many brokers
+//!   and vendor nodes, at a target rate or as fast as they are answered;
 //! - [`record`] keeps a run's latency histograms and its timeline, which
 //!   [`plot`] draws;
 //! - [`report`] summarises a run as a table and as JSON;
@@ -23,4 +25,5 @@ pub mod plot;
 pub mod record;
 pub mod report;
 pub mod restart;
+pub mod traffic;
 pub mod transport;

@@ -282,6 +282,8 @@ where
 
 /// A customer's account at a broker, credited and holding broker scrip.
 pub(crate) struct Funded {
+    pub(crate) account: u64,
+    pub(crate) key: protocol::AccountKey,
     pub(crate) broker_scrip: Scrip,
     pub(crate) broker_secret: CustomerSecret,
 }
@@ -308,6 +310,8 @@ pub(crate) async fn open_funded_account(
         .await
         .context("buying broker scrip")?;
     Ok(Funded {
+        account,
+        key,
         broker_scrip: bought.scrip,
         broker_secret: bought.secret,
     })
