@@ -517,3 +517,108 @@ impl LoadReport {
 fn round(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::load::ReplayCheck;
+    use crate::record::{Outcome, Recorder};
+
+    fn result(
+        record: impl Fn(&Recorder, Instant),
+        duplicate_spends: u64,
+        replays: ReplayCheck,
+    ) -> TrafficResult {
+        let recorder = Recorder::new(Duration::ZERO);
+        record(&recorder, Instant::now());
+        let (operations, timeline) = recorder.finish();
+        TrafficResult {
+            operations,
+            timeline,
+            measured: Duration::from_secs(1),
+            warm_up: Duration::ZERO,
+            replays,
+            duplicate_spends,
+            recovered: 0,
+            stopped: Vec::new(),
+            vendors: vec!["news.example".to_owned()],
+            items: vec!["article".to_owned()],
+            suite: None,
+        }
+    }
+
+    fn report(result: &TrafficResult) -> LoadReport {
+        LoadReport::new(
+            result,
+            &LoadSettings {
+                customers: 1,
+                variant: "secure",
+                mode: "unary",
+                mix: "pay=1,tamper=1".to_owned(),
+                rate: None,
+                brokers: 1,
+                vendor_nodes: 1,
+            },
+        )
+    }
+
+    fn clean_replays() -> ReplayCheck {
+        ReplayCheck {
+            attempted: 1,
+            refused: 1,
+            ..ReplayCheck::default()
+        }
+    }
+
+    #[test]
+    fn a_run_whose_attacks_were_all_refused_has_no_problems() {
+        let result = result(
+            |recorder, sent| {
+                recorder.record(0, Operation::Pay, sent, Outcome::Done);
+                recorder.record(0, Operation::Tamper, sent, Outcome::Done);
+            },
+            0,
+            clean_replays(),
+        );
+        let report = report(&result);
+        assert_eq!(report.problems(), Vec::<String>::new());
+        assert_eq!((report.attacks_attempted, report.attacks_refused), (1, 1));
+    }
+
+    #[test]
+    fn an_accepted_attack_is_a_problem_naming_its_kind() {
+        let result = result(
+            |recorder, sent| {
+                recorder.record(0, Operation::Tamper, sent, Outcome::Done);
+                recorder.record(0, Operation::Tamper, sent, Outcome::Breach);
+            },
+            0,
+            clean_replays(),
+        );
+        let report = report(&result);
+        assert_eq!(report.attacks_accepted, 1);
+        assert_eq!(
+            report.problems(),
+            vec!["the network accepted 1 attacks (1 tamper)".to_owned()]
+        );
+    }
+
+    #[test]
+    fn scrip_accepted_twice_or_replayed_after_the_run_is_a_double_spend() {
+        let replays = ReplayCheck {
+            attempted: 2,
+            refused: 1,
+            accepted: 1,
+            inconclusive: 0,
+        };
+        let result = result(|_, _| {}, 3, replays);
+        let report = report(&result);
+        assert_eq!(report.double_spends_found, 4);
+        let problems = report.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("3 scrip ID#s were accepted more than once"));
+        assert!(problems[1].contains("accepted 1 replays of spent scrip"));
+    }
+}
