@@ -75,8 +75,5 @@ pub(crate) fn describe() {
         "millicent_ledger_flush_errors_total",
         "Flushes of the node's store that failed"
     );
-    describe_histogram!(
-        "millicent_ledger_spend_group_buckets",
-        "Spent-ID buckets written by one group of spends"
-    );
+    millicent_ledger::describe_spend_metrics();
 }
