@@ -10,12 +10,16 @@
 // Helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../vendor-node/tests/common/process.rs"]
+mod process;
+
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use process::{assert_promtool_accepts, free_port, http_get};
 
 /// A child process killed when the test ends, however it ends.
 struct Running(Child);
@@ -25,14 +29,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `millicent-bench load` on a local network for `seconds`, serving
@@ -58,49 +54,6 @@ fn start_load(seconds: u64) -> (Running, SocketAddr) {
     (Running(child), metrics)
 }
 
-/// The body of an HTTP GET of `path` at `addr`, or why there is none.
-fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|error| error.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|error| error.to_string())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|error| error.to_string())?;
-    let response = String::from_utf8(response).map_err(|error| error.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("no end of headers")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.lines().next().unwrap_or_default().to_owned());
-    }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_owned())
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// Scrapes `metrics` until the payments counter shows accepted payments
 /// and every family of `wanted` is served (some gauges are set by periodic
 /// tasks), or a minute has passed: then the last scrape.
@@ -108,7 +61,7 @@ fn scrape_holding(metrics: SocketAddr, wanted: &BTreeSet<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
-        if let Ok(text) = get(metrics, "/metrics") {
+        if let Ok(text) = http_get(metrics, "/metrics") {
             let paid = text.contains("millicent_vendor_payments_total{")
                 && text.contains("outcome=\"accepted\"");
             if paid && wanted.is_subset(&families(&text)) {
@@ -147,6 +100,7 @@ fn a_running_networks_metrics_pass_promtool() {
     // The broker's, the vendor node's and their stores' metrics.
     let wanted = names(&[
         "millicent_vendor_payments_total",
+        "millicent_vendor_payment_seconds",
         "millicent_vendor_spent_ids",
         "millicent_broker_operations_total",
         "millicent_broker_ledger_balance",
@@ -158,27 +112,7 @@ fn a_running_networks_metrics_pass_promtool() {
     let missing: Vec<_> = wanted.difference(&served).collect();
     assert!(missing.is_empty(), "{missing:?} not served in\n{scrape}");
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed: run scripts/test");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    assert!(checked.status.success(), "promtool: {said}\n{scrape}");
-    assert_eq!(said.trim(), "", "promtool found problems");
+    assert_promtool_accepts(&scrape);
 
     // Latencies are histograms with buckets, for histogram_quantile.
     assert!(scrape.contains("# TYPE millicent_vendor_payment_seconds histogram"));
@@ -272,7 +206,7 @@ fn a_prometheus_server_scraping_a_network_sees_payments_flow() {
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut last = String::new();
     let rate = loop {
-        if let Ok(body) = get(web, query) {
+        if let Ok(body) = http_get(web, query) {
             let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(answer["status"], "success", "{body}");
             if let Some(value) = answer["data"]["result"][0]["value"][1].as_str() {
