@@ -24,33 +24,7 @@ async fn the_binarys_metrics_pass_promtool_after_exchanges() {
     let vendor = TestVendor::start().await;
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let quoted = |text: &str| toml::Value::String(text.to_owned()).to_string();
-    let config = dir.path().join("broker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-name = "{BROKER}"
-node = "broker-1"
-shards = [0, 1]
-suite = "classic"
-listen = "{listen}"
-metrics_listen = "{metrics}"
-data_dir = {data_dir}
-operator_token = {operator}
-
-[[vendors]]
-name = "{VENDOR}"
-node = "http://{vendor}"
-licence_token = {licence}
-"#,
-            data_dir = quoted(dir.path().join("broker").to_str().unwrap()),
-            operator = quoted(OPERATOR_TOKEN),
-            vendor = vendor.addr,
-            licence = quoted(LICENCE_TOKEN),
-        ),
-    )
-    .unwrap();
+    let config = binary_config(dir.path(), listen, metrics, &vendor);
     let mut broker = ServiceProcess::start(
         "the broker",
         env!("CARGO_BIN_EXE_millicent-broker"),
