@@ -433,15 +433,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     let result = result?;
 
-    let settings = report::LoadSettings {
-        customers: plan.customers,
-        variant: plan.variant.name(),
-        mode: if plan.stream { "stream" } else { "unary" },
-        mix: plan.mix.to_string(),
-        rate: plan.rate,
-        brokers: plan.brokers.len(),
-        vendor_nodes: plan.vendors.len(),
-    };
+    let settings = report::LoadSettings::of(&plan);
     let report = report::LoadReport::new(&result, &settings);
     if let Some(path) = &args.plot {
         let title = format!(

@@ -10,7 +10,7 @@ use crate::load::LoadResult;
 use crate::mix::Operation;
 use crate::plot::Point;
 use crate::record::OperationFigures;
-use crate::traffic::TrafficResult;
+use crate::traffic::{TrafficPlan, TrafficResult};
 
 /// Latency percentiles of a run's calls, in milliseconds.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -314,6 +314,21 @@ pub struct LoadSettings<'a> {
     pub brokers: usize,
     /// Vendor nodes driven.
     pub vendor_nodes: usize,
+}
+
+impl LoadSettings<'static> {
+    /// The settings of a run of `plan`.
+    pub fn of(plan: &TrafficPlan) -> LoadSettings<'static> {
+        LoadSettings {
+            customers: plan.customers,
+            variant: plan.variant.name(),
+            mode: if plan.stream { "stream" } else { "unary" },
+            mix: plan.mix.to_string(),
+            rate: plan.rate,
+            brokers: plan.brokers.len(),
+            vendor_nodes: plan.vendors.len(),
+        }
+    }
 }
 
 impl LoadReport {

@@ -52,18 +52,7 @@ fn plan(networks: &[&LocalNetwork], mix: &str) -> TrafficPlan {
 }
 
 fn report(plan: &TrafficPlan, result: &TrafficResult) -> LoadReport {
-    LoadReport::new(
-        result,
-        &LoadSettings {
-            customers: plan.customers,
-            variant: plan.variant.name(),
-            mode: if plan.stream { "stream" } else { "unary" },
-            mix: plan.mix.to_string(),
-            rate: plan.rate,
-            brokers: plan.brokers.len(),
-            vendor_nodes: plan.vendors.len(),
-        },
-    )
+    LoadReport::new(result, &LoadSettings::of(plan))
 }
 
 /// Every operation of the mix was done, every attack refused as it must
