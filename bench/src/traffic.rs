@@ -215,11 +215,11 @@ pub async fn run(plan: &TrafficPlan) -> anyhow::Result<TrafficResult> {
     }
 
     eprintln!(
-        "setting up {} customers at {} brokers for {} vendors at {} vendor nodes ...",
+        "setting up {} customers (brokers: {}, vendor nodes: {}, vendors at them: {}) ...",
         plan.customers,
         brokers.len(),
-        targets.len(),
-        nodes.len()
+        nodes.len(),
+        targets.len()
     );
     let targets = Arc::new(targets);
     let brokers = Arc::new(brokers);
