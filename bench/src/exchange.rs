@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::load::open_funded_account;
 use crate::report::{Latency, Table};
 
 /// Where and how hard to push.
@@ -279,16 +280,22 @@ pub async fn run(plan: &ExchangePlan) -> anyhow::Result<ExchangeReport> {
         .context("the broker sells no vendor's scrip")?;
 
     eprintln!("funding {} customers ...", plan.customers);
-    let mut setups = tokio::task::JoinSet::new();
-    for index in 0..plan.customers {
-        let client = BrokerServiceClient::new(channels[index % channels.len()].clone());
-        let (plan, suite) = (plan.clone(), info.suite);
-        setups.spawn(async move { fund(client, &plan, suite, index).await });
-    }
-    let mut customers = Vec::new();
-    while let Some(result) = setups.join_next().await {
-        customers.push(result.context("customer setup task")??);
-    }
+    let customers = crate::load::set_up_all(plan.customers, |index| {
+        let mut client = BrokerServiceClient::new(channels[index % channels.len()].clone());
+        let (token, suite) = (plan.operator_token.clone(), info.suite);
+        async move {
+            let fund = Amount::new(1 << 50);
+            let reference = format!("exchange-bench-{index}");
+            let funded =
+                open_funded_account(&mut client, suite, &token, fund, fund, &reference).await?;
+            Ok(Customer {
+                first: funded.broker_scrip.clone(),
+                scrip: funded.broker_scrip,
+                secret: funded.broker_secret,
+            })
+        }
+    })
+    .await?;
     let shards_used = customers
         .iter()
         .map(|customer| millicent_core::broker::scrip_shard(customer.scrip.id()))
@@ -363,30 +370,6 @@ pub async fn run(plan: &ExchangePlan) -> anyhow::Result<ExchangeReport> {
         customers: plan.customers,
         vendor: vendor.to_string(),
         mode: if plan.stream { "stream" } else { "unary" }.to_owned(),
-    })
-}
-
-async fn fund(
-    mut broker: BrokerServiceClient<Channel>,
-    plan: &ExchangePlan,
-    suite: millicent_core::Suite,
-    index: usize,
-) -> anyhow::Result<Customer> {
-    let (account, key) = protocol::open_account(&mut broker, suite)
-        .await
-        .context("opening an account")?;
-    let fund = Amount::new(1 << 50);
-    let reference = format!("exchange-bench-{index}-{account}");
-    protocol::credit(&mut broker, &plan.operator_token, account, fund, &reference)
-        .await
-        .context("crediting an account (is the operator token right?)")?;
-    let bought = protocol::buy_broker_scrip(&mut broker, suite, account, key.expose_bytes(), fund)
-        .await
-        .context("buying broker scrip")?;
-    Ok(Customer {
-        first: bought.scrip.clone(),
-        scrip: bought.scrip,
-        secret: bought.secret,
     })
 }
 

@@ -47,7 +47,7 @@ pub struct LoadPlan {
 
 /// How a customer's payments travel.
 #[derive(Clone)]
-enum Payer {
+pub(crate) enum Payer {
     /// One unary `Pay` call per payment.
     Unary(VendorServiceClient<Channel>),
     /// A stream shared with the other customers on the same channel.
@@ -55,7 +55,25 @@ enum Payer {
 }
 
 impl Payer {
-    async fn pay(
+    /// Payers for `channels`: one `PayStream` call on each if `stream`,
+    /// else one unary client on each.
+    pub(crate) async fn open_all(channels: &[Channel], stream: bool) -> anyhow::Result<Vec<Payer>> {
+        let mut payers = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let mut client = VendorServiceClient::new(channel.clone());
+            payers.push(if stream {
+                let stream = PaymentStream::open(&mut client)
+                    .await
+                    .context("opening a payment stream")?;
+                Payer::Stream(Arc::new(stream))
+            } else {
+                Payer::Unary(client)
+            });
+        }
+        Ok(payers)
+    }
+
+    pub(crate) async fn pay(
         &mut self,
         scrip: &Scrip,
         secret: &CustomerSecret,
@@ -146,33 +164,21 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         "funding {} customers through the broker ...",
         plan.customers
     );
-    let mut setups = tokio::task::JoinSet::new();
-    for index in 0..plan.customers {
+    let info = protocol::broker_info(&mut BrokerServiceClient::new(broker_channel.clone()))
+        .await
+        .context("asking the broker for its info")?;
+    let customers = set_up_all(plan.customers, |index| {
         let broker = BrokerServiceClient::new(broker_channel.clone());
         let (plan, vendor) = (plan.clone(), vendor.clone());
-        setups.spawn(async move { fund_customer(broker, &plan, &vendor, index).await });
-    }
-    let mut customers = Vec::new();
-    while let Some(result) = setups.join_next().await {
-        customers.push(result.context("customer setup task")??);
-    }
+        async move { fund_customer(broker, &plan, info.suite, &vendor, index).await }
+    })
+    .await?;
 
     let accepted = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + plan.duration;
-    let mut payers_by_channel = Vec::new();
-    for channel in &channels {
-        let mut client = VendorServiceClient::new(channel.clone());
-        payers_by_channel.push(if plan.stream {
-            let stream = PaymentStream::open(&mut client)
-                .await
-                .context("opening a payment stream")?;
-            Payer::Stream(Arc::new(stream))
-        } else {
-            Payer::Unary(client)
-        });
-    }
+    let payers_by_channel = Payer::open_all(&channels, plan.stream).await?;
     // One histogram for all: a customer's own would be an allocation of a
     // quarter of a megabyte each.
     let latency_us = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -222,7 +228,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     eprintln!();
 
     let mut client = VendorServiceClient::new(channels[0].clone());
-    let replays = replay_spent(&mut client, &spent, &item).await;
+    let replays = replay_spent(&mut client, &spent, Variant::Private, &item).await;
 
     Ok(LoadResult {
         accepted: accepted.load(Ordering::Relaxed),
@@ -243,31 +249,95 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     })
 }
 
+/// Most customers set up at once. Each setup is a few calls to a broker;
+/// thousands of them started together queue more calls on one connection
+/// than a node takes at a time, and the last ones fail.
+pub(crate) const SETUP_CONCURRENCY: usize = 32;
+
+/// Runs `setup(index)` for every index below `count`, at most
+/// [`SETUP_CONCURRENCY`] at a time, and returns the results in index
+/// order; the first failure fails the whole.
+pub(crate) async fn set_up_all<T, F, Fut>(count: usize, setup: F) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    let mut next = 0;
+    while next < count || !tasks.is_empty() {
+        while next < count && tasks.len() < SETUP_CONCURRENCY {
+            let (index, setup) = (next, setup(next));
+            tasks.spawn(async move { (index, setup.await) });
+            next += 1;
+        }
+        if let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.context("customer setup task")?;
+            results[index] = Some(result?);
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// A customer's account at a broker, credited and holding broker scrip.
+pub(crate) struct Funded {
+    pub(crate) account: u64,
+    pub(crate) key: protocol::AccountKey,
+    pub(crate) broker_scrip: Scrip,
+    pub(crate) broker_secret: CustomerSecret,
+}
+
+/// Opens an account at `broker` (whose suite is `suite`), has the
+/// operator credit it with `credit` and buys broker scrip worth `scrip`
+/// from it. `reference` makes the credit unique.
+pub(crate) async fn open_funded_account(
+    broker: &mut BrokerServiceClient<Channel>,
+    suite: Suite,
+    operator_token: &str,
+    credit: Amount,
+    scrip: Amount,
+    reference: &str,
+) -> anyhow::Result<Funded> {
+    let (account, key) = protocol::open_account(broker, suite)
+        .await
+        .context("opening an account")?;
+    let reference = format!("{reference}-{account}");
+    protocol::credit(broker, operator_token, account, credit, &reference)
+        .await
+        .context("crediting a customer account (is the operator token right?)")?;
+    let bought = protocol::buy_broker_scrip(broker, suite, account, key.expose_bytes(), scrip)
+        .await
+        .context("buying broker scrip")?;
+    Ok(Funded {
+        account,
+        key,
+        broker_scrip: bought.scrip,
+        broker_secret: bought.secret,
+    })
+}
+
 async fn fund_customer(
     mut broker: BrokerServiceClient<Channel>,
     plan: &LoadPlan,
+    suite: Suite,
     vendor: &VendorName,
     index: usize,
 ) -> anyhow::Result<Customer> {
-    let info = protocol::broker_info(&mut broker)
-        .await
-        .context("asking the broker for its info")?;
-    let (account, key) = protocol::open_account(&mut broker, info.suite)
-        .await
-        .context("opening an account")?;
     let fund = plan.scrip_value.checked_add(plan.scrip_value)?;
-    let reference = format!("bench-{index}-{account}");
-    protocol::credit(&mut broker, &plan.operator_token, account, fund, &reference)
-        .await
-        .context("crediting a customer account (is the operator token right?)")?;
-    let bought =
-        protocol::buy_broker_scrip(&mut broker, info.suite, account, key.expose_bytes(), fund)
-            .await
-            .context("buying broker scrip")?;
+    let bought = open_funded_account(
+        &mut broker,
+        suite,
+        &plan.operator_token,
+        fund,
+        fund,
+        &format!("bench-{index}"),
+    )
+    .await?;
     let exchanged = protocol::exchange(
         &mut broker,
-        &bought.scrip,
-        &bought.secret,
+        &bought.broker_scrip,
+        &bought.broker_secret,
         vendor,
         plan.scrip_value,
     )
@@ -281,13 +351,13 @@ async fn fund_customer(
 }
 
 /// When the paying phase ends: at the deadline or when stopped.
-struct Until {
-    deadline: Instant,
-    stop: Arc<AtomicBool>,
+pub(crate) struct Until {
+    pub(crate) deadline: Instant,
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 impl Until {
-    fn going(&self) -> bool {
+    pub(crate) fn going(&self) -> bool {
         Instant::now() < self.deadline && !self.stop.load(Ordering::Relaxed)
     }
 }
@@ -312,7 +382,7 @@ struct PayerOutcome {
 }
 
 /// How long a customer waits before resending a payment whose answer was lost.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 async fn pay_until(
     mut client: Payer,
@@ -399,12 +469,13 @@ pub struct ReplayCheck {
     pub inconclusive: u64,
 }
 
-/// Spends every customer's first scrip again as a different payment (the
-/// same item in the private variant): each must be refused as a double
-/// spend.
-async fn replay_spent(
+/// Spends every piece of `spent` again as a payment for `item` in
+/// `variant`, which must differ from the payment that spent it (in its
+/// variant or its item): each must be refused as a double spend.
+pub(crate) async fn replay_spent(
     client: &mut VendorServiceClient<Channel>,
     spent: &[(Scrip, CustomerSecret)],
+    variant: Variant,
     item: &str,
 ) -> ReplayCheck {
     let mut check = ReplayCheck {
@@ -412,7 +483,7 @@ async fn replay_spent(
         ..ReplayCheck::default()
     };
     for (scrip, secret) in spent {
-        match protocol::pay(client, scrip, secret, Variant::Private, item).await {
+        match protocol::pay(client, scrip, secret, variant, item).await {
             Ok(_) => check.accepted += 1,
             Err(error) if error.reason() == Some("double_spend") => check.refused += 1,
             Err(_) => check.inconclusive += 1,
@@ -447,5 +518,42 @@ async fn show_progress(
             rate,
             rejected.load(Ordering::Relaxed),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn setups_run_a_bounded_number_at_a_time_and_come_back_in_order() {
+        let running = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let results = set_up_all(4096, |index| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(index)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(results, (0..4096).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), SETUP_CONCURRENCY as u64);
+    }
+
+    #[tokio::test]
+    async fn the_first_failed_setup_fails_them_all() {
+        let result = set_up_all(100, |index| async move {
+            if index == 57 {
+                anyhow::bail!("customer 57 failed")
+            }
+            Ok(index)
+        })
+        .await;
+        assert_eq!(result.unwrap_err().to_string(), "customer 57 failed");
     }
 }

@@ -5,7 +5,9 @@
 //! broker, and has them pay the vendor as fast as it answers for a set
 //! time. Given `--broker` and `--vendor`, it drives running services
 //! instead. `millicent-bench exchange` does the same for purchases of
-//! vendor scrip at the broker.
+//! vendor scrip at the broker. `millicent-bench load` is the full load
+//! generator: a mix of payments, broker operations and attacks against one
+//! or many brokers and vendor nodes, with a report and a plot.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +20,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use millicent_bench::{exchange, load, network, report, restart, transport};
+use millicent_bench::mix::Mix;
+use millicent_bench::{exchange, load, network, plot, report, restart, traffic, transport};
 use millicent_core::{Amount, Suite, Variant};
 
 /// Load generator and demo for the Millicent micropayment network.
@@ -39,6 +42,20 @@ enum Command {
     /// with its change, over and over. At the end each customer's first
     /// (spent) scrip is presented again and must be refused.
     Demo(DemoArgs),
+
+    /// Load-test a network: simulated customers doing a mix of payments,
+    /// exchanges, purchases and refunds of broker scrip, and attacks
+    /// (replayed, tampered and expired scrip, which must all be refused),
+    /// for a warm-up and then a measured duration, in a closed loop or at
+    /// a target rate.
+    ///
+    /// Without --broker and --vendor it starts a local broker and vendor
+    /// node; with them it drives running services, any number of each. It
+    /// prints a table of throughput, latency and errors per operation and
+    /// of the attacks, can write a JSON report and an SVG plot of the run,
+    /// and exits non-zero if any attack was accepted or any scrip was
+    /// accepted twice.
+    Load(LoadArgs),
 
     /// Measure how long a vendor node holding many spent IDs takes to serve
     /// again after a restart, and the memory its spent-ID bitmaps use.
@@ -149,6 +166,71 @@ struct ExchangeArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct LoadArgs {
+    #[command(flatten)]
+    run: RunArgs,
+
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+
+    /// Seconds of load before the measured part, left out of the figures.
+    #[arg(long, default_value_t = 5)]
+    warm_up: u64,
+
+    /// Target operations per second, all customers together (open loop:
+    /// latency counts from each operation's scheduled start). Without it,
+    /// each customer starts its next operation when the last is answered.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+
+    /// The operations and their weights: pay, exchange, buy, refund and
+    /// the attacks replay, tamper and expired.
+    #[arg(long, default_value = Mix::DEFAULT)]
+    mix: Mix,
+
+    /// Payment variant: clear, secure or private.
+    #[arg(long, default_value = "secure", value_parser = parse_variant)]
+    variant: Variant,
+
+    /// Pay on streams (`PayStream`, one per connection) instead of one
+    /// unary call per payment.
+    #[arg(long)]
+    stream: bool,
+
+    /// Value of vendor scrip bought by each exchange, in the smallest unit.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    scrip_value: u64,
+
+    /// Shards of the local broker, all in its one process (1 to 255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    shards: u8,
+
+    /// URL of a running broker; repeat for several (needs --vendor and
+    /// --operator-token).
+    #[arg(long = "broker", value_name = "URL", requires_all = ["vendors", "operator_token"])]
+    brokers: Vec<String>,
+
+    /// URL of a running vendor node; repeat for several.
+    #[arg(long = "vendor", value_name = "URL", requires = "brokers")]
+    vendors: Vec<String>,
+
+    /// Operator token of the running brokers, to credit customer accounts.
+    #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+
+    /// Licence token of the running vendor nodes: expired-scrip attacks
+    /// mint their scrip under a licence asked for with it.
+    #[arg(long, env = "MILLICENT_LICENCE_TOKEN", hide_env_values = true)]
+    licence_token: Option<String>,
+
+    /// Write a plot of throughput and latency, second by second, to this
+    /// SVG file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
 struct RestartArgs {
     /// Spent IDs the node holds when it restarts.
     #[arg(long, default_value_t = 10_000_000)]
@@ -205,6 +287,15 @@ fn parse_suite(name: &str) -> Result<Suite, String> {
     })
 }
 
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give operations per second, above 0"
+        )),
+    }
+}
+
 fn parse_variant(name: &str) -> Result<Variant, String> {
     Variant::from_name(name)
         .ok_or_else(|| format!("unknown variant {name:?}: use clear, secure or private"))
@@ -237,6 +328,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo(args) => runtime.block_on(demo(args)),
+        Command::Load(args) => runtime.block_on(load(args)),
         Command::Restart(args) => runtime.block_on(restart(args)),
         Command::Transport(args) => runtime.block_on(transport(args)),
         Command::Exchange(args) => runtime.block_on(exchange(args)),
@@ -290,6 +382,67 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mode = if plan.stream { "stream" } else { "unary" };
     let report = report::Report::new(&result, plan.customers, plan.variant.name(), mode);
+    conclude(
+        &report.table(),
+        &report,
+        args.run.report.as_deref(),
+        &report.problems(),
+    )
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let local = if args.brokers.is_empty() {
+        Some(start_local(&args.run, args.shards).await?)
+    } else {
+        None
+    };
+    let plan = traffic::TrafficPlan {
+        brokers: match &local {
+            Some(network) => vec![network.broker_url()],
+            None => args.brokers.clone(),
+        },
+        vendors: match &local {
+            Some(network) => vec![network.vendor_url()],
+            None => args.vendors.clone(),
+        },
+        operator_tokens: match &local {
+            Some(network) => vec![network.operator_token().to_owned()],
+            None => vec![args.operator_token.clone().context("no operator token")?],
+        },
+        licence_tokens: match &local {
+            Some(network) => vec![network.licence_token().to_owned()],
+            None => args.licence_token.iter().cloned().collect(),
+        },
+        customers: args.run.customers as usize,
+        channels: args.run.channels.max(1),
+        duration: Duration::from_secs(args.duration),
+        warm_up: Duration::from_secs(args.warm_up),
+        rate: args.rate,
+        mix: args.mix.clone(),
+        variant: args.variant,
+        stream: args.stream,
+        scrip_value: Amount::new(args.scrip_value),
+        stop: Default::default(),
+        progress: true,
+    };
+    stop_on_ctrl_c(plan.stop.clone());
+
+    let result = traffic::run(&plan).await;
+    if let Some(network) = local {
+        network.shutdown().await?;
+    }
+    let result = result?;
+
+    let settings = report::LoadSettings::of(&plan);
+    let report = report::LoadReport::new(&result, &settings);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "millicent-bench load: {} customers, {}, {}",
+            plan.customers, settings.mode, settings.mix
+        );
+        plot::draw(path, &title, &report.timeline, report.warm_up_secs)?;
+        println!("plot written to {}", path.display());
+    }
     conclude(
         &report.table(),
         &report,
@@ -449,9 +602,28 @@ async fn transport(args: TransportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Latency buckets of the local network's histograms, in seconds.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// Group-commit batch buckets: writes made durable by one flush.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Serves the local network's metrics as the broker and vendor node
+/// binaries do, histograms included.
 fn install_metrics(listen: SocketAddr) -> anyhow::Result<()> {
+    use metrics_exporter_prometheus::Matcher;
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_commit_batch_size".to_owned()),
+            BATCH_BUCKETS,
+        )?
         .install()
         .with_context(|| {
             format!("serving metrics on {listen} (is the port in use? try --metrics-listen)")

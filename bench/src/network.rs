@@ -36,6 +36,19 @@ impl LocalNetwork {
         suite: Suite,
         shards: u8,
     ) -> anyhow::Result<LocalNetwork> {
+        LocalNetwork::start_with_series(data_dir, suite, shards, None).await
+    }
+
+    /// As [`LocalNetwork::start_with`], with the vendor node allocating
+    /// its series from `series_range` (`[first, last]`) instead of the
+    /// default range, so that two local networks serving the same vendor
+    /// never issue the same ID#s.
+    pub async fn start_with_series(
+        data_dir: Option<PathBuf>,
+        suite: Suite,
+        shards: u8,
+        series_range: Option<[u32; 2]>,
+    ) -> anyhow::Result<LocalNetwork> {
         let (data_dir, temporary) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -58,6 +71,9 @@ impl LocalNetwork {
         };
         for vendor in &mut vendor_config.vendors {
             vendor.suite = suite.name().to_owned();
+        }
+        if let Some(range) = series_range {
+            vendor_config.series_range = range;
         }
         let vendor_names: Vec<String> = vendor_config
             .vendors

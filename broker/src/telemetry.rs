@@ -111,6 +111,7 @@ pub(crate) fn describe() {
         "millicent_broker_flush_errors_total",
         "Flushes of a shard's store that failed"
     );
+    millicent_ledger::describe_spend_metrics();
 }
 
 /// Counts one journal transaction.

@@ -22,7 +22,7 @@ mod process;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,35 +63,6 @@ fn start_broker(config: &Path) -> ServiceProcess {
             "MILLICENT_LICENCE_TOKEN",
         ],
     )
-}
-
-fn write_config(dir: &Path, listen: SocketAddr, vendor: &TestVendor) -> PathBuf {
-    let quoted = |text: &str| toml::Value::String(text.to_owned()).to_string();
-    let text = format!(
-        r#"
-name = "{BROKER}"
-node = "broker-1"
-shards = [0, 1]
-suite = "classic"
-listen = "{listen}"
-metrics_listen = "127.0.0.1:{metrics}"
-data_dir = {data_dir}
-operator_token = {operator}
-
-[[vendors]]
-name = "{VENDOR}"
-node = "http://{vendor}"
-licence_token = {licence}
-"#,
-        metrics = free_port(),
-        data_dir = quoted(dir.join("broker").to_str().unwrap()),
-        operator = quoted(OPERATOR_TOKEN),
-        vendor = vendor.addr,
-        licence = quoted(LICENCE_TOKEN),
-    );
-    let path = dir.join("broker.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn lazy_client(url: &str) -> Client {
@@ -244,7 +215,8 @@ async fn accepted_purchases_survive_kill_9_and_the_books_balance() {
     let vendor = TestVendor::start().await;
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let url = format!("http://{listen}");
-    let config = write_config(dir.path(), listen, &vendor);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = binary_config(dir.path(), listen, metrics, &vendor);
     let mut broker = start_broker(&config);
     wait_serving(&mut broker, &url).await;
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 pub use commit::{CommitMetrics, Durability};
 pub use data_dir::{DATA_DIR_MODE, DataDirError, prepare_data_dir};
-pub use spends::{SpendError, SpendOutcome, SpendStore};
+pub use spends::{SpendError, SpendOutcome, SpendStore, describe_spend_metrics};
 pub use table::{Abort, Batch, Entry, Table, TxError, TxFailure, TxTable, Writes};
 
 /// Errors of the durable store. Messages name the operation and the store's

@@ -174,6 +174,20 @@ struct Staging {
     writing: Vec<Arc<Group>>,
 }
 
+/// The histogram of store keys written per group of staged spend records.
+const SPEND_GROUP_BUCKETS: &str = "millicent_ledger_spend_group_buckets";
+
+/// Describes the metrics a [`SpendStore`] records to the installed
+/// recorder, so that every process keeping one exports them with their
+/// help text.
+pub fn describe_spend_metrics() {
+    metrics::describe_histogram!(
+        SPEND_GROUP_BUCKETS,
+        "Store keys written per group of staged spend records (fewer than the spends in it \
+         when their ID#s are neighbours)"
+    );
+}
+
 /// Spent IDs of every issuer a process checks, kept in memory and on disk.
 pub struct SpendStore {
     inner: Arc<Inner>,
@@ -439,8 +453,7 @@ impl Staged for Inner {
         match written {
             Ok(()) => {
                 *next_group += 1;
-                metrics::histogram!("millicent_ledger_spend_group_buckets")
-                    .record(group.len() as f64);
+                metrics::histogram!(SPEND_GROUP_BUCKETS).record(group.len() as f64);
                 Ok(())
             }
             Err(error) => {

@@ -75,6 +75,7 @@ mod redemptions;
 mod server;
 mod service;
 mod stream;
+mod telemetry;
 mod vendor;
 
 pub use config::{

@@ -10,6 +10,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use millicent_vendor::{RunningVendor, VendorConfig};
 use tracing_subscriber::EnvFilter;
 
+/// Group-commit batch buckets: writes made durable by one flush.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
 /// Latency buckets in seconds: a durable payment takes from tens of
 /// microseconds (batched flushes) to tens of milliseconds (a slow disk).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -99,6 +104,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_http_listener(config.metrics_listen)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
         .context("invalid latency buckets")?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_commit_batch_size".to_owned()),
+            BATCH_BUCKETS,
+        )
+        .context("invalid batch buckets")?
         .install()
         .with_context(|| {
             format!(

@@ -48,6 +48,7 @@ impl RunningVendor {
     /// accepting connections. Needs a tokio runtime.
     pub async fn start(config: VendorConfig) -> Result<RunningVendor, VendorError> {
         let settings = config.validate()?;
+        crate::telemetry::describe();
         millicent_ledger::prepare_data_dir(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

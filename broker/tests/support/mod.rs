@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -352,6 +352,42 @@ impl Drop for TestVendor {
 
 /// A broker configuration for tests: a free port, its store under `dir`,
 /// and `vendor` as its only vendor.
+/// Writes the configuration file of a `millicent-broker` binary in `dir`:
+/// two shards, the classic suite, its store in `dir/broker`, selling the
+/// stand-in vendor's scrip. Returns the file's path.
+pub(crate) fn binary_config(
+    dir: &Path,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    vendor: &TestVendor,
+) -> PathBuf {
+    let quoted = |text: &str| toml::Value::String(text.to_owned()).to_string();
+    let text = format!(
+        r#"
+name = "{BROKER}"
+node = "broker-1"
+shards = [0, 1]
+suite = "classic"
+listen = "{listen}"
+metrics_listen = "{metrics}"
+data_dir = {data_dir}
+operator_token = {operator}
+
+[[vendors]]
+name = "{VENDOR}"
+node = "http://{vendor}"
+licence_token = {licence}
+"#,
+        data_dir = quoted(dir.join("broker").to_str().unwrap()),
+        operator = quoted(OPERATOR_TOKEN),
+        vendor = vendor.addr,
+        licence = quoted(LICENCE_TOKEN),
+    );
+    let path = dir.join("broker.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 pub(crate) fn config(dir: &Path, vendor: Option<&TestVendor>) -> BrokerConfig {
     BrokerConfig {
         name: BROKER.to_owned(),
