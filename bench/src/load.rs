@@ -159,6 +159,20 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     }
     let (vendor, item) = (offer.vendor.clone(), cheapest.name.clone());
     let suite = offer.suites.first().copied();
+    // The replays at the end must be other payments than the ones that
+    // spent the scrip, or the node rightly answers them as retries: another
+    // stamped variant of the same item.
+    let replay_variant = [Variant::Private, Variant::Secure]
+        .into_iter()
+        .find(|variant| *variant != plan.variant && offer.variants.contains(variant))
+        .with_context(|| {
+            format!(
+                "vendor {} accepts no stamped variant besides {}, so spent scrip cannot be \
+                 replayed in another payment",
+                offer.vendor,
+                plan.variant.name()
+            )
+        })?;
 
     eprintln!(
         "funding {} customers through the broker ...",
@@ -228,7 +242,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     eprintln!();
 
     let mut client = VendorServiceClient::new(channels[0].clone());
-    let replays = replay_spent(&mut client, &spent, Variant::Private, &item).await;
+    let replays = replay_spent(&mut client, &spent, replay_variant, &item).await;
 
     Ok(LoadResult {
         accepted: accepted.load(Ordering::Relaxed),

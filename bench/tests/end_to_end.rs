@@ -284,3 +284,34 @@ fn key_ring(vendor: &VendorName, licence: &wire::Licence) -> KeyRing {
     });
     keys
 }
+
+/// The demo's own check: whatever variant the customers pay in, every
+/// customer's first scrip, presented again in another payment after the
+/// run, is refused as a double spend, and none is taken for a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_refuses_every_replay_in_every_stamped_variant() {
+    for variant in [Variant::Secure, Variant::Private] {
+        let network = LocalNetwork::start(None, Suite::DEFAULT).await.unwrap();
+        let plan = millicent_bench::load::LoadPlan {
+            broker: network.broker_url(),
+            vendor: network.vendor_url(),
+            operator_token: network.operator_token().to_owned(),
+            customers: 4,
+            channels: 1,
+            duration: std::time::Duration::from_millis(500),
+            variant,
+            scrip_value: Amount::new(1000),
+            stop: Default::default(),
+            stream: false,
+        };
+        let result = millicent_bench::load::run(&plan).await.unwrap();
+        assert!(result.accepted > 0, "{variant:?}: nothing was paid");
+        let replays = &result.replays;
+        assert_eq!(
+            (replays.attempted, replays.refused, replays.accepted),
+            (4, 4, 0),
+            "{variant:?}: {replays:?}"
+        );
+        network.shutdown().await.unwrap();
+    }
+}
