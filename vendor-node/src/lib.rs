@@ -79,10 +79,11 @@ mod vendor;
 
 pub use config::{
     DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_SERIES_RANGE, DurabilityMode, ENV_DATA_DIR,
-    ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ItemSpec, MAX_CHECKPOINT_INTERVAL_MS,
-    MIN_SERIES_LIFETIME_SECS, PeerSpec, VendorConfig, VendorSpec,
+    ENV_HEALTH_LISTEN, ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_TLS_CERT,
+    ENV_TLS_CLIENT_CA, ENV_TLS_KEY, ItemSpec, MAX_CHECKPOINT_INTERVAL_MS, MIN_SERIES_LIFETIME_SECS,
+    PeerSpec, VendorConfig, VendorSpec,
 };
 pub use error::{OWNER_NODE_KEY, OWNER_URL_KEY, REASON_KEY, VendorError};
 pub use gateway::{GatewaySpec, MIN_HEADER_BYTES, OfferBrokerSpec, PriceSpec};
-pub use server::{MAX_MESSAGE_BYTES, RunningVendor};
+pub use server::{MAX_MESSAGE_BYTES, READINESS_SERVICE, RunningVendor};
 pub use stream::MAX_BATCH;

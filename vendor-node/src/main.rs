@@ -25,7 +25,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 ///
 /// Settings come from the configuration file, then from the environment
 /// (MILLICENT_VENDOR_LISTEN, MILLICENT_VENDOR_DATA_DIR,
-/// MILLICENT_VENDOR_METRICS_LISTEN, MILLICENT_LICENCE_TOKEN), then from the
+/// MILLICENT_VENDOR_METRICS_LISTEN, MILLICENT_LICENCE_TOKEN,
+/// MILLICENT_VENDOR_HEALTH_LISTEN, MILLICENT_VENDOR_TLS_CERT,
+/// MILLICENT_VENDOR_TLS_KEY, MILLICENT_VENDOR_TLS_CLIENT_CA), then from the
 /// flags below. With no file the node serves the demonstration vendor
 /// news.example on 127.0.0.1:7200 from data/vendor-1.
 ///
@@ -36,7 +38,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// series this node allocates), one [[peers]] table per other node of the
 /// same vendors (node, url, series_range), and one [[vendors]] table per
 /// vendor (name, suite, variants, clear_max_price) with [[vendors.items]]
-/// (name, price, content).
+/// (name, price, content), a [tls] table (cert, key, and client_ca to
+/// demand client certificates) and health_listen (a plain-text address
+/// serving only gRPC health checks).
 ///
 /// Log detail is set with RUST_LOG (default: info). Ctrl-C or SIGTERM stops
 /// the node cleanly: it stops accepting, finishes requests in flight,
