@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use millicent_broker::{BrokerConfig, RunningBroker, admin, audit};
+use millicent_transport::TlsOptions;
 
 /// Group-commit batch sizes: how many operations share one flush.
 const BATCH_BUCKETS: &[f64] = &[
@@ -40,6 +41,14 @@ const SECONDS_BUCKETS: &[f64] = &[
                   MILLICENT_OPERATOR_TOKEN         token of the operator calls (`operator_token`)\n  \
                   MILLICENT_LICENCE_TOKEN          licence token of every configured vendor\n  \
                   MILLICENT_BROKER_TOKEN           token of every other broker in [[brokers]]\n  \
+                  MILLICENT_BROKER_HEALTH_LISTEN   plain-text health-check address (`health_listen`)\n  \
+                  MILLICENT_BROKER_TLS_CERT, MILLICENT_BROKER_TLS_KEY, MILLICENT_BROKER_TLS_CLIENT_CA\n    \
+                                                   files of [tls]: serve TLS, demand client certificates\n  \
+                  MILLICENT_BROKER_CLIENT_TLS_CA, MILLICENT_BROKER_CLIENT_TLS_CERT,\n  \
+                  MILLICENT_BROKER_CLIENT_TLS_KEY  files of [client_tls]: how https:// vendor nodes \
+                  and brokers are dialled\n  \
+                  MILLICENT_TLS_CA, MILLICENT_TLS_CERT, MILLICENT_TLS_KEY\n    \
+                                                   the operator commands' --tls-ca, --tls-cert, --tls-key\n  \
                   RUST_LOG                         log filter, for example `info` or \
                   `millicent_broker=debug` (default: info)"
 )]
@@ -115,6 +124,9 @@ struct AuditArgs {
     /// The broker's operator token (for --broker).
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+
+    #[command(flatten)]
+    tls: TlsOptions,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +138,9 @@ struct OperatorArgs {
     /// The broker's operator token.
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: String,
+
+    #[command(flatten)]
+    tls: TlsOptions,
 }
 
 #[derive(clap::Args)]
@@ -180,13 +195,18 @@ async fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Audit(args)) => audit(args).await,
+        Some(Command::Audit(args)) => {
+            args.tls.install()?;
+            audit(args).await
+        }
         Some(Command::Statement(args)) => {
+            args.operator.tls.install()?;
             let shards = admin::statement(&operator(args.operator), args.refresh).await?;
             print!("{}", admin::format_statement(&shards));
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Payout(args)) => {
+            args.operator.tls.install()?;
             let order = admin::PayoutOrder {
                 shard: args.shard,
                 counterparty: args.to.clone(),
