@@ -25,6 +25,10 @@ use millicent_core::{Amount, Suite, Variant};
 #[derive(Parser, Debug)]
 #[command(name = "millicent-bench", version, about, long_about = None)]
 struct Cli {
+    /// How https:// URLs of running services are dialled.
+    #[command(flatten)]
+    tls: millicent_transport::TlsOptions,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -225,6 +229,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(error) = cli.tls.install() {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -93,6 +93,11 @@ pub enum ClientError {
         /// The status message.
         message: String,
     },
+    /// TLS cannot be set up for a URL: no authority to trust for an
+    /// `https://` URL, or unusable certificate or key files. Nothing was
+    /// sent.
+    #[error("{0}")]
+    Tls(#[from] millicent_transport::TlsError),
     /// No connection could be made to a server.
     #[error(
         "cannot reach {url}: {}; check the URL and that the server is running",
@@ -104,10 +109,10 @@ pub enum ClientError {
         /// What the transport reported.
         error: tonic::transport::Error,
     },
-    /// A URL names a scheme other than `http`. Nothing was sent.
+    /// A URL names a scheme other than `http` and `https`. Nothing was sent.
     #[error(
-        "{url} is a {scheme}:// URL, but this client speaks only plain http: TLS is not \
-        available yet; give an http:// URL (or host:port) on a network you trust"
+        "{url} is a {scheme}:// URL, but this client speaks only http:// and https://; \
+        give such a URL (or host:port, for plain http)"
     )]
     UnsupportedUrl {
         /// The URL given.
