@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use millicent_broker::{BrokerConfig, RunningBroker, admin, audit};
+use millicent_broker::{BrokerConfig, READINESS_SERVICE, RunningBroker, admin, audit};
 use millicent_transport::TlsOptions;
+use millicent_transport::health::Health;
+use millicent_transport::probe;
 
 /// Group-commit batch sizes: how many operations share one flush.
 const BATCH_BUCKETS: &[f64] = &[
@@ -243,20 +245,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.metrics_listen = metrics_listen;
     }
 
-    PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
+    let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
         .context("invalid histogram buckets")?
         .set_buckets_for_metric(
             Matcher::Suffix("_commit_batch_size".to_owned()),
             BATCH_BUCKETS,
         )
-        .context("invalid histogram buckets")?
-        .install()
-        .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
-    tracing::info!(addr = %config.metrics_listen, "metrics served");
+        .context("invalid histogram buckets")?;
+    let health = Health::new(READINESS_SERVICE).await;
+    let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
+        .await
+        .context("choose another --metrics-listen")?;
+    tracing::info!(addr = %metrics_addr, "metrics at /metrics, probes at /healthz and /readyz");
 
-    let broker = RunningBroker::start(config).await?;
+    let broker = RunningBroker::start_with_health(config, health).await?;
     shutdown_signal().await?;
     broker.shutdown().await?;
     Ok(ExitCode::SUCCESS)

@@ -93,6 +93,16 @@ impl RunningBroker {
     /// mode 0700 if needed, and refused if others can reach them; a listen
     /// port of 0 picks a free one (see [`RunningBroker::addr`]).
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        Self::start_with_health(config, Health::new(READINESS_SERVICE).await).await
+    }
+
+    /// [`RunningBroker::start`], reporting readiness through `health`
+    /// (made with [`READINESS_SERVICE`]), which a metrics listener
+    /// started before the shards open may already serve.
+    pub async fn start_with_health(
+        config: BrokerConfig,
+        health: Health,
+    ) -> Result<RunningBroker, BrokerError> {
         let settings = config.validate()?;
         let builder = server_builder(config.tls.as_ref())?;
         millicent_ledger::prepare_data_dir(&config.data_dir)?;
@@ -131,7 +141,6 @@ impl RunningBroker {
             .unwrap_or_else(|| format!("{scheme}://{addr}"));
         // Not ready until the server accepts calls. A failed start drops
         // the listener's stop signal, which stops it.
-        let health = Health::new(READINESS_SERVICE).await;
         let health_listener = match config.health_listen {
             Some(health_addr) => {
                 let (stop, stopped) = oneshot::channel::<()>();
@@ -215,6 +224,11 @@ impl RunningBroker {
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The node's liveness and readiness.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The plain-text address serving only health checks, if configured.

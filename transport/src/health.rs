@@ -9,6 +9,8 @@
 //!   `NOT_SERVING` from the moment shutdown begins, so that a load balancer
 //!   stops sending it work before it stops accepting.
 //!
+//! The HTTP probes of [`crate::probe`] report the same readiness.
+//!
 //! The same health service is served on the node's gRPC address (with its
 //! TLS) and, when configured, on a separate plain-text address that serves
 //! nothing else ([`serve_plain`]): Kubernetes' gRPC probes cannot speak
@@ -16,6 +18,8 @@
 //! up.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
@@ -28,6 +32,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 pub struct Health {
     reporter: HealthReporter,
     readiness: &'static str,
+    ready: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -42,7 +47,18 @@ impl Health {
         Health {
             reporter,
             readiness,
+            ready: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The full name of the gRPC service whose status is the readiness.
+    pub fn readiness_service(&self) -> &'static str {
+        self.readiness
+    }
+
+    /// Whether the node is ready, as the HTTP probe reports it.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// A gRPC service answering for these statuses; any number can be made.
@@ -52,6 +68,7 @@ impl Health {
 
     /// The store is open and the node accepts calls.
     pub async fn ready(&self) {
+        self.ready.store(true, Ordering::Release);
         self.reporter
             .set_service_status(self.readiness, ServingStatus::Serving)
             .await;
@@ -59,6 +76,7 @@ impl Health {
 
     /// Shutdown has begun: the node takes no new work.
     pub async fn draining(&self) {
+        self.ready.store(false, Ordering::Release);
         self.reporter
             .set_service_status(self.readiness, ServingStatus::NotServing)
             .await;

@@ -8,6 +8,8 @@
 //!   `https://` and never for `http://`.
 //! - [`health`]: liveness and readiness as the standard
 //!   `grpc.health.v1.Health` service, which Kubernetes probes natively.
+//! - [`probe`]: the plain HTTP listener of `/metrics`, `/healthz` and
+//!   `/readyz`.
 //! - [`secret_file`]: reading a file that holds a secret (a private key, a
 //!   wallet), refused when users other than its owner can read it.
 //! - [`options`]: the TLS options of the command-line clients.
@@ -23,6 +25,7 @@
 pub mod dev_ca;
 pub mod health;
 pub mod options;
+pub mod probe;
 pub mod secret_file;
 pub mod tls;
 

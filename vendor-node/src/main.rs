@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use millicent_vendor::{RunningVendor, VendorConfig};
+use millicent_transport::health::Health;
+use millicent_transport::probe;
+use millicent_vendor::{READINESS_SERVICE, RunningVendor, VendorConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Latency buckets in seconds: a durable payment takes from tens of
@@ -99,20 +101,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.metrics_listen = metrics_listen;
     }
 
-    PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
+    let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-        .context("invalid latency buckets")?
-        .install()
-        .with_context(|| {
-            format!(
-                "cannot serve metrics on {}; choose another --metrics-listen",
-                config.metrics_listen
-            )
-        })?;
-    tracing::info!(listen = %config.metrics_listen, "metrics served at /metrics");
+        .context("invalid latency buckets")?;
+    let health = Health::new(READINESS_SERVICE).await;
+    let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
+        .await
+        .context("choose another --metrics-listen")?;
+    tracing::info!(listen = %metrics_addr, "metrics at /metrics, probes at /healthz and /readyz");
 
-    let node = RunningVendor::start(config).await?;
+    let node = RunningVendor::start_with_health(config, health).await?;
     shutdown_signal().await?;
     tracing::info!("shutdown requested");
     node.shutdown().await?;

@@ -60,6 +60,16 @@ impl RunningVendor {
     /// vendor's keys, binds `config.listen` and returns once the node is
     /// accepting connections. Needs a tokio runtime.
     pub async fn start(config: VendorConfig) -> Result<RunningVendor, VendorError> {
+        Self::start_with_health(config, Health::new(READINESS_SERVICE).await).await
+    }
+
+    /// [`RunningVendor::start`], reporting readiness through `health`
+    /// (made with [`READINESS_SERVICE`]), which a metrics listener
+    /// started before the store opens may already serve.
+    pub async fn start_with_health(
+        config: VendorConfig,
+        health: Health,
+    ) -> Result<RunningVendor, VendorError> {
         let settings = config.validate()?;
         let mut builder = Server::builder();
         if let Some(files) = &config.tls {
@@ -84,7 +94,6 @@ impl RunningVendor {
         })?;
         // Not ready until the store is open and the server accepts calls.
         // A failed start drops the listener's stop signal, which stops it.
-        let health = Health::new(READINESS_SERVICE).await;
         let health_listener = match config.health_listen {
             Some(health_addr) => {
                 let (stop, stopped) = oneshot::channel::<()>();
@@ -208,6 +217,11 @@ impl RunningVendor {
             health,
             health_listener,
         })
+    }
+
+    /// The node's liveness and readiness.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The plain-text address serving only health checks, if configured.
