@@ -366,10 +366,22 @@ impl ClientError {
                 code: status.code(),
                 message: status.message().to_owned(),
             },
-            None => ClientError::Rpc {
-                code: status.code(),
-                message: status.message().to_owned(),
-            },
+            None => {
+                // A broken connection or a failed TLS handshake says why in
+                // the status's source, not in its message.
+                let mut message = status.message().to_owned();
+                if let Some(source) = std::error::Error::source(&status) {
+                    let causes = millicent_transport::tls::chain(source);
+                    if !message.contains(&causes) {
+                        message.push_str(": ");
+                        message.push_str(&causes);
+                    }
+                }
+                ClientError::Rpc {
+                    code: status.code(),
+                    message,
+                }
+            }
         }
     }
 
