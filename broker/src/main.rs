@@ -256,7 +256,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let health = Health::new(READINESS_SERVICE).await;
     let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
         .await
-        .context("choose another --metrics-listen")?;
+        .map_err(|error| anyhow::anyhow!("{error}; choose another --metrics-listen"))?;
     tracing::info!(addr = %metrics_addr, "metrics at /metrics, probes at /healthz and /readyz");
 
     let broker = RunningBroker::start_with_health(config, health).await?;

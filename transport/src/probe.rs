@@ -62,7 +62,7 @@ pub async fn serve_prometheus(
     });
     serve(addr, Arc::new(move || handle.render()), health)
         .await
-        .map_err(|source| ProbeError::Bind { addr, source })
+        .map_err(|error| ProbeError::Bind { addr, error })
 }
 
 /// Why the metrics listener could not start.
@@ -75,12 +75,12 @@ pub enum ProbeError {
         detail: String,
     },
     /// The address cannot be bound.
-    #[error("cannot serve metrics and probes on {addr}: {source}")]
+    #[error("cannot serve metrics and probes on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The operating system's reason.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

@@ -107,7 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::new(READINESS_SERVICE).await;
     let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
         .await
-        .context("choose another --metrics-listen")?;
+        .map_err(|error| anyhow::anyhow!("{error}; choose another --metrics-listen"))?;
     tracing::info!(listen = %metrics_addr, "metrics at /metrics, probes at /healthz and /readyz");
 
     let node = RunningVendor::start_with_health(config, health).await?;
