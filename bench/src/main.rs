@@ -64,6 +64,17 @@ enum Command {
     /// (or a running one) answering `GetPrices`, which does no work, from
     /// callers that call it as the demo's customers call `Pay`.
     Transport(TransportArgs),
+
+    /// Start a local network of separate processes from a cluster file
+    /// (broker nodes keeping its shards, vendor nodes, Prometheus if
+    /// installed), print the endpoints, and stop every process cleanly on
+    /// Ctrl-C or SIGTERM.
+    Cluster(millicent_bench::cluster::ClusterArgs),
+
+    /// Write a development certificate authority and certificates for the
+    /// nodes and clients named, for TLS and mutual TLS in a local or test
+    /// network.
+    DevCa(millicent_bench::dev_ca::DevCaArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -248,6 +259,10 @@ fn main() -> ExitCode {
         Command::Restart(args) => runtime.block_on(restart(args)),
         Command::Transport(args) => runtime.block_on(transport(args)),
         Command::Exchange(args) => runtime.block_on(exchange(args)),
+        Command::Cluster(args) => runtime
+            .block_on(millicent_bench::cluster::run(&args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::DevCa(args) => millicent_bench::dev_ca::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
