@@ -150,6 +150,11 @@ impl DevCa {
         for host in hosts {
             let san = match host.parse() {
                 Ok(ip) => SanType::IpAddress(ip),
+                Err(_) if !is_dns_name(host) => {
+                    return Err(failed(format!(
+                        "{host:?} is neither an IP address nor a DNS name"
+                    )));
+                }
                 Err(_) => SanType::DnsName(
                     host.clone()
                         .try_into()
@@ -245,6 +250,23 @@ pub fn write(
         put(files.key(client), &issued.key_pem)?;
     }
     Ok(files)
+}
+
+/// A DNS name, or a `*.` wildcard over one: dot-separated labels of
+/// letters, digits and inner hyphens.
+fn is_dns_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn common_name(name: &str) -> DistinguishedName {
