@@ -252,3 +252,62 @@ fn a_cluster_pays_over_mutual_tls_and_leaves_no_process_behind() {
         );
     }
 }
+
+#[test]
+fn dev_ca_writes_owner_only_certificates_a_server_can_use() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let status = Command::new(env!("CARGO_BIN_EXE_millicent-bench"))
+        .args(["dev-ca", "--out"])
+        .arg(&out)
+        .args([
+            "--names",
+            "broker-1,vendor-1",
+            "--hosts",
+            "vendor.example,10.0.0.7",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let expected = [
+        "broker-1.key",
+        "broker-1.pem",
+        "ca.key",
+        "ca.pem",
+        "client.key",
+        "client.pem",
+        "vendor-1.key",
+        "vendor-1.pem",
+    ];
+    assert_eq!(names, expected);
+    for name in &names {
+        assert_eq!(mode(&out.join(name)), 0o600, "{name}");
+    }
+    let server = millicent_transport::ServerTlsFiles {
+        cert: out.join("vendor-1.pem"),
+        key: out.join("vendor-1.key"),
+        client_ca: Some(out.join("ca.pem")),
+    };
+    assert!(server.load().is_ok());
+
+    // A host that is neither a DNS name nor an address is refused.
+    let status = Command::new(env!("CARGO_BIN_EXE_millicent-bench"))
+        .args(["dev-ca", "--out"])
+        .arg(dir.path().join("bad"))
+        .args(["--names", "node", "--hosts", "not a host"])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+}
