@@ -227,12 +227,8 @@ fn a_cluster_pays_over_mutual_tls_and_leaves_no_process_behind() {
     assert_eq!(paid["change"], 98);
 
     // SIGTERM, as a service manager sends it.
-    let stopped = Command::new("kill")
-        .arg("-TERM")
-        .arg(cluster.id().to_string())
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    let pid = rustix::process::Pid::from_raw(cluster.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Some(status) = cluster.try_wait().unwrap() {
