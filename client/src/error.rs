@@ -96,7 +96,7 @@ pub enum ClientError {
     /// TLS cannot be set up for a URL: no authority to trust for an
     /// `https://` URL, or unusable certificate or key files. Nothing was
     /// sent.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] millicent_transport::TlsError),
     /// No connection could be made to a server.
     #[error(
