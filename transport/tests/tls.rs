@@ -214,3 +214,47 @@ fn https_needs_an_authority_and_keys_must_be_private() {
     let error = server.load().unwrap_err().to_string();
     assert!(error.contains("bogus.pem"), "{error}");
 }
+
+#[test]
+fn environment_overrides_make_add_to_or_refuse_a_tls_table() {
+    let names = ["CERT", "KEY", "CLIENT_CA"];
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        ServerTlsFiles::overridden(None, None, None, None, names),
+        Ok(None)
+    );
+    let made = ServerTlsFiles::overridden(None, some("c.pem"), some("k.pem"), None, names)
+        .unwrap()
+        .unwrap();
+    assert_eq!(made.cert, Path::new("c.pem"));
+    assert_eq!(made.key, Path::new("k.pem"));
+    assert_eq!(made.client_ca, None);
+
+    // A client authority, or half an identity, makes no table on its own.
+    for (cert, key, ca) in [
+        (None, None, some("ca.pem")),
+        (some("c.pem"), None, None),
+        (None, some("k.pem"), None),
+    ] {
+        let error = ServerTlsFiles::overridden(None, cert, key, ca, names).unwrap_err();
+        assert!(error.contains("CERT and KEY must both be set"), "{error}");
+    }
+
+    let added = ServerTlsFiles::overridden(
+        Some(made.clone()),
+        None,
+        some("k2.pem"),
+        some("ca.pem"),
+        names,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(added.cert, made.cert);
+    assert_eq!(added.key, Path::new("k2.pem"));
+    assert_eq!(added.client_ca.as_deref(), Some(Path::new("ca.pem")));
+
+    let client = ClientTlsFiles::default().overridden(some("ca.pem"), None, some("k.pem"));
+    assert_eq!(client.ca.as_deref(), Some(Path::new("ca.pem")));
+    assert_eq!(client.cert, None);
+    assert_eq!(client.key.as_deref(), Some(Path::new("k.pem")));
+}
