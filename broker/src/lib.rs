@@ -74,9 +74,9 @@
 //!
 //! # What the broker does not do yet
 //!
-//! It speaks plain gRPC: TLS is not available yet. Vendor scrip that
-//! expires unsold in the warehouse, or sold and never redeemed nor renewed,
-//! stays in the books at its value: nothing writes it off yet.
+//! Vendor scrip that expires unsold in the warehouse, or sold and never
+//! redeemed nor renewed, stays in the books at its value: nothing writes it
+//! off yet.
 
 #![forbid(unsafe_code)]
 

@@ -52,8 +52,9 @@
 //! It installs no metrics recorder: a process runs only one, and a process
 //! may host a broker and a vendor node together. It records through the
 //! `metrics` macros into whatever recorder the process installed (the
-//! binary installs a Prometheus exporter). It offers no TLS itself yet: run
-//! it behind a TLS-terminating proxy where the network is not trusted.
+//! binary installs a Prometheus exporter). Its HTTP 402 gateway speaks
+//! plain HTTP only (the gRPC server serves TLS with a `[tls]` table): put a
+//! TLS-terminating proxy in front of a gateway facing an untrusted network.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
