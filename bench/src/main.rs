@@ -28,6 +28,10 @@ use millicent_core::{Amount, Suite, Variant};
 #[derive(Parser, Debug)]
 #[command(name = "millicent-bench", version, about, long_about = None)]
 struct Cli {
+    /// How https:// URLs of running services are dialled.
+    #[command(flatten)]
+    tls: millicent_transport::TlsOptions,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +81,17 @@ enum Command {
     /// (or a running one) answering `GetPrices`, which does no work, from
     /// callers that call it as the demo's customers call `Pay`.
     Transport(TransportArgs),
+
+    /// Start a local network of separate processes from a cluster file
+    /// (broker nodes keeping its shards, vendor nodes, Prometheus if
+    /// installed), print the endpoints, and stop every process cleanly on
+    /// Ctrl-C or SIGTERM.
+    Cluster(millicent_bench::cluster::ClusterArgs),
+
+    /// Write a development certificate authority and certificates for the
+    /// nodes and clients named, for TLS and mutual TLS in a local or test
+    /// network.
+    DevCa(millicent_bench::dev_ca::DevCaArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -316,6 +331,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(error) = cli.tls.install() {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -332,6 +351,10 @@ fn main() -> ExitCode {
         Command::Restart(args) => runtime.block_on(restart(args)),
         Command::Transport(args) => runtime.block_on(transport(args)),
         Command::Exchange(args) => runtime.block_on(exchange(args)),
+        Command::Cluster(args) => runtime
+            .block_on(millicent_bench::cluster::run(&args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::DevCa(args) => millicent_bench::dev_ca::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 use millicent_proto as proto;
 use millicent_proto::broker_service_client::BrokerServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Where the broker is and the operator's token.
 #[derive(Clone)]
@@ -167,7 +167,7 @@ async fn cluster(operator: &Operator) -> anyhow::Result<Vec<proto::ShardOwner>> 
 }
 
 async fn connect(url: &str) -> anyhow::Result<BrokerServiceClient<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let endpoint = millicent_transport::tls::endpoint(url)
         .with_context(|| format!("{url} is not a URL like http://127.0.0.1:7100"))?;
     let channel = endpoint
         .connect()

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use millicent_core::{Amount, Suite, VendorName};
+use millicent_transport::{ClientTls, ClientTlsFiles, ServerTlsFiles};
 use serde::Deserialize;
 
 use crate::BrokerError;
@@ -28,6 +29,21 @@ pub(crate) const ENV_OPERATOR_TOKEN: &str = "MILLICENT_OPERATOR_TOKEN";
 pub(crate) const ENV_LICENCE_TOKEN: &str = "MILLICENT_LICENCE_TOKEN";
 /// Environment variable overriding the token of every other broker.
 pub(crate) const ENV_BROKER_TOKEN: &str = "MILLICENT_BROKER_TOKEN";
+/// Environment variable overriding [`BrokerConfig::health_listen`].
+pub(crate) const ENV_HEALTH_LISTEN: &str = "MILLICENT_BROKER_HEALTH_LISTEN";
+/// Environment variables overriding the files of [`BrokerConfig::tls`].
+pub(crate) const ENV_TLS: [&str; 3] = [
+    "MILLICENT_BROKER_TLS_CERT",
+    "MILLICENT_BROKER_TLS_KEY",
+    "MILLICENT_BROKER_TLS_CLIENT_CA",
+];
+/// Environment variables overriding the files of
+/// [`BrokerConfig::client_tls`]: `ca`, `cert`, `key`.
+pub(crate) const ENV_CLIENT_TLS: [&str; 3] = [
+    "MILLICENT_BROKER_CLIENT_TLS_CA",
+    "MILLICENT_BROKER_CLIENT_TLS_CERT",
+    "MILLICENT_BROKER_CLIENT_TLS_KEY",
+];
 
 /// Largest number of pieces the broker buys in one block.
 pub(crate) const MAX_WAREHOUSE_BLOCK: u32 = 4096;
@@ -83,6 +99,16 @@ pub struct BrokerConfig {
     /// Other brokers: those this broker buys vendor scrip from for its
     /// customers, and those it sells to.
     pub brokers: Vec<BrokerPeerConfig>,
+    /// TLS on the gRPC address: the node's certificate and key, and the
+    /// authority whose client certificates it demands. Without it the
+    /// node serves plain text.
+    pub tls: Option<ServerTlsFiles>,
+    /// How this node dials the `https://` URLs of vendor nodes and other
+    /// brokers: the authority it trusts and the certificate it presents.
+    pub client_tls: ClientTlsFiles,
+    /// A plain-text address serving only the gRPC health service, for
+    /// probes that cannot speak TLS.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Another node of the same broker.
@@ -171,6 +197,9 @@ impl Default for BrokerConfig {
             settlement_interval_secs: 60,
             vendors: Vec::new(),
             brokers: Vec::new(),
+            tls: None,
+            client_tls: ClientTlsFiles::default(),
+            health_listen: None,
         }
     }
 }
@@ -231,6 +260,23 @@ impl BrokerConfig {
                 broker.token = Some(value.clone());
             }
         }
+        let file = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        if let Some(value) = file(ENV_HEALTH_LISTEN) {
+            self.health_listen = Some(parse_addr(ENV_HEALTH_LISTEN, &value)?);
+        }
+        self.tls = ServerTlsFiles::overridden(
+            self.tls.take(),
+            file(ENV_TLS[0]),
+            file(ENV_TLS[1]),
+            file(ENV_TLS[2]),
+            ENV_TLS,
+        )
+        .map_err(config_error)?;
+        self.client_tls = std::mem::take(&mut self.client_tls).overridden(
+            file(ENV_CLIENT_TLS[0]),
+            file(ENV_CLIENT_TLS[1]),
+            file(ENV_CLIENT_TLS[2]),
+        );
         Ok(())
     }
 
@@ -291,15 +337,20 @@ impl BrokerConfig {
             check_url("advertise_url", url)?;
         }
 
+        let client_tls = self
+            .client_tls
+            .load()
+            .map_err(|error| config_error(format!("[client_tls]: {error}")))?;
+
         let mut seen = BTreeSet::new();
         let mut vendors = Vec::with_capacity(self.vendors.len());
         for vendor in &self.vendors {
-            vendors.push(vendor.validate(&name, &mut seen)?);
+            vendors.push(vendor.validate(&name, &mut seen, &client_tls)?);
         }
         let mut brokers = Vec::with_capacity(self.brokers.len());
         let mut broker_names = BTreeSet::new();
         for broker in &self.brokers {
-            brokers.push(broker.validate(&name, &mut broker_names, &mut seen)?);
+            brokers.push(broker.validate(&name, &mut broker_names, &mut seen, &client_tls)?);
         }
 
         let mut sources = BTreeMap::new();
@@ -373,6 +424,7 @@ impl VendorConfig {
         &self,
         broker: &VendorName,
         seen: &mut BTreeSet<VendorName>,
+        client_tls: &ClientTls,
     ) -> Result<VendorSettings, BrokerError> {
         let name = VendorName::new(&self.name)
             .map_err(|error| config_error(format!("vendor name {:?}: {error}", self.name)))?;
@@ -462,6 +514,7 @@ impl VendorConfig {
             node: self.node.trim().to_owned(),
             licence_token,
             source,
+            client_tls: client_tls.clone(),
         })
     }
 }
@@ -472,6 +525,7 @@ impl BrokerPeerConfig {
         broker: &VendorName,
         names: &mut BTreeSet<VendorName>,
         vendors_seen: &mut BTreeSet<VendorName>,
+        client_tls: &ClientTls,
     ) -> Result<BrokerPeerSettings, BrokerError> {
         let name = VendorName::new(&self.name)
             .map_err(|error| config_error(format!("[[brokers]] name {:?}: {error}", self.name)))?;
@@ -522,6 +576,7 @@ impl BrokerPeerConfig {
             token,
             vendors,
             max_fee: Amount::new(self.max_fee),
+            client_tls: client_tls.clone(),
         })
     }
 }
@@ -583,6 +638,9 @@ impl std::fmt::Debug for BrokerConfig {
             .field("settlement_interval_secs", &self.settlement_interval_secs)
             .field("vendors", &self.vendors)
             .field("brokers", &self.brokers)
+            .field("tls", &self.tls)
+            .field("client_tls", &self.client_tls)
+            .field("health_listen", &self.health_listen)
             .finish()
     }
 }
@@ -702,6 +760,8 @@ pub(crate) struct VendorSettings {
     pub(crate) node: String,
     pub(crate) licence_token: String,
     pub(crate) source: Source,
+    /// How `node` is dialled when it is an `https://` URL.
+    pub(crate) client_tls: ClientTls,
 }
 
 /// Another broker, validated.
@@ -712,6 +772,8 @@ pub(crate) struct BrokerPeerSettings {
     pub(crate) token: String,
     pub(crate) vendors: Vec<VendorName>,
     pub(crate) max_fee: Amount,
+    /// How `url` is dialled when it is an `https://` URL.
+    pub(crate) client_tls: ClientTls,
 }
 
 #[cfg(test)]

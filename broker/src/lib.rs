@@ -74,9 +74,9 @@
 //!
 //! # What the broker does not do yet
 //!
-//! It speaks plain gRPC: TLS is not available yet. Vendor scrip that
-//! expires unsold in the warehouse, or sold and never redeemed nor renewed,
-//! stays in the books at its value: nothing writes it off yet.
+//! Vendor scrip that expires unsold in the warehouse, or sold and never
+//! redeemed nor renewed, stays in the books at its value: nothing writes it
+//! off yet.
 
 #![forbid(unsafe_code)]
 
@@ -107,7 +107,7 @@ mod warehouse;
 
 pub use config::{BrokerConfig, BrokerPeerConfig, PeerConfig, VendorConfig};
 pub use error::{BrokerError, OWNER_NODE_KEY, OWNER_URL_KEY};
-pub use server::RunningBroker;
+pub use server::{READINESS_SERVICE, RunningBroker};
 
 /// The current time as Unix seconds and milliseconds. A system clock set
 /// before 1970 reads as the epoch; that is a misconfigured host, not

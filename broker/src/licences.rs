@@ -557,6 +557,7 @@ mod tests {
             node: "http://127.0.0.1:1".to_owned(),
             licence_token: "t".to_owned(),
             source: Source::Licence(Contract::Redeemed),
+            client_tls: millicent_transport::ClientTls::default(),
         };
         let broker = VendorName::new("broker").unwrap();
         let licences =

@@ -1,7 +1,9 @@
 //! The broker's calls to other services: vendor nodes (licences, blocks,
 //! redemption reports) and other brokers (purchases for customers).
 //!
-//! Every such call carries a bearer token and has a deadline, and every
+//! `https://` URLs are dialled with the `[client_tls]` settings (the
+//! authority trusted, the certificate presented for mutual TLS). Every
+//! such call carries a bearer token and has a deadline, and every
 //! failure becomes a [`BrokerError::VendorUnavailable`] naming the vendor,
 //! so that an exchange that needed the call is refused as
 //! `vendor_unavailable` and can be retried. What comes back is checked by
@@ -13,6 +15,7 @@ use std::time::Duration;
 use millicent_core::VendorName;
 use millicent_proto::broker_service_client::BrokerServiceClient;
 use millicent_proto::vendor_service_client::VendorServiceClient;
+use millicent_transport::ClientTls;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,8 +29,8 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn vendor_node(
     settings: &VendorSettings,
 ) -> Result<VendorServiceClient<Channel>, BrokerError> {
-    let endpoint =
-        endpoint(&settings.node).map_err(|detail| unavailable(&settings.name, detail))?;
+    let endpoint = endpoint(&settings.client_tls, &settings.node)
+        .map_err(|detail| unavailable(&settings.name, detail))?;
     let channel = endpoint.connect().await.map_err(|error| {
         unavailable(
             &settings.name,
@@ -87,9 +90,10 @@ impl BrokerLinks {
         let mut clients = BTreeMap::new();
         for broker in brokers {
             let Some(url) = &broker.url else { continue };
-            let endpoint = endpoint(url).map_err(|detail| BrokerError::Config {
-                detail: format!("broker {}: {detail}", broker.name),
-            })?;
+            let endpoint =
+                endpoint(&broker.client_tls, url).map_err(|detail| BrokerError::Config {
+                    detail: format!("broker {}: {detail}", broker.name),
+                })?;
             clients.insert(
                 broker.name.clone(),
                 BrokerServiceClient::new(endpoint.connect_lazy()),
@@ -104,9 +108,10 @@ impl BrokerLinks {
     }
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, String> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|error| format!("URL {url}: {error}"))?
+fn endpoint(tls: &ClientTls, url: &str) -> Result<Endpoint, String> {
+    Ok(tls
+        .endpoint(url)
+        .map_err(|error| error.to_string())?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true))

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use millicent_broker::{BrokerConfig, RunningBroker, admin, audit};
+use millicent_broker::{BrokerConfig, READINESS_SERVICE, RunningBroker, admin, audit};
+use millicent_transport::TlsOptions;
+use millicent_transport::health::Health;
+use millicent_transport::probe;
 
 /// Group-commit batch sizes: how many operations share one flush.
 const BATCH_BUCKETS: &[f64] = &[
@@ -40,6 +43,14 @@ const SECONDS_BUCKETS: &[f64] = &[
                   MILLICENT_OPERATOR_TOKEN         token of the operator calls (`operator_token`)\n  \
                   MILLICENT_LICENCE_TOKEN          licence token of every configured vendor\n  \
                   MILLICENT_BROKER_TOKEN           token of every other broker in [[brokers]]\n  \
+                  MILLICENT_BROKER_HEALTH_LISTEN   plain-text health-check address (`health_listen`)\n  \
+                  MILLICENT_BROKER_TLS_CERT, MILLICENT_BROKER_TLS_KEY, MILLICENT_BROKER_TLS_CLIENT_CA\n    \
+                                                   files of [tls]: serve TLS, demand client certificates\n  \
+                  MILLICENT_BROKER_CLIENT_TLS_CA, MILLICENT_BROKER_CLIENT_TLS_CERT,\n  \
+                  MILLICENT_BROKER_CLIENT_TLS_KEY  files of [client_tls]: how https:// vendor nodes \
+                  and brokers are dialled\n  \
+                  MILLICENT_TLS_CA, MILLICENT_TLS_CERT, MILLICENT_TLS_KEY\n    \
+                                                   the operator commands' --tls-ca, --tls-cert, --tls-key\n  \
                   RUST_LOG                         log filter, for example `info` or \
                   `millicent_broker=debug` (default: info)"
 )]
@@ -115,6 +126,9 @@ struct AuditArgs {
     /// The broker's operator token (for --broker).
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+
+    #[command(flatten)]
+    tls: TlsOptions,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +140,9 @@ struct OperatorArgs {
     /// The broker's operator token.
     #[arg(long, env = "MILLICENT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: String,
+
+    #[command(flatten)]
+    tls: TlsOptions,
 }
 
 #[derive(clap::Args)]
@@ -180,13 +197,18 @@ async fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Audit(args)) => audit(args).await,
+        Some(Command::Audit(args)) => {
+            args.tls.install()?;
+            audit(args).await
+        }
         Some(Command::Statement(args)) => {
+            args.operator.tls.install()?;
             let shards = admin::statement(&operator(args.operator), args.refresh).await?;
             print!("{}", admin::format_statement(&shards));
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Payout(args)) => {
+            args.operator.tls.install()?;
             let order = admin::PayoutOrder {
                 shard: args.shard,
                 counterparty: args.to.clone(),
@@ -231,20 +253,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.metrics_listen = metrics_listen;
     }
 
-    PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
+    let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
         .context("invalid histogram buckets")?
         .set_buckets_for_metric(
             Matcher::Suffix("_commit_batch_size".to_owned()),
             BATCH_BUCKETS,
         )
-        .context("invalid histogram buckets")?
-        .install()
-        .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
-    tracing::info!(addr = %config.metrics_listen, "metrics served");
+        .context("invalid histogram buckets")?;
+    let health = Health::new(READINESS_SERVICE).await;
+    let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}; choose another --metrics-listen"))?;
+    tracing::info!(addr = %metrics_addr, "metrics at /metrics, probes at /healthz and /readyz");
 
-    let broker = RunningBroker::start(config).await?;
+    let broker = RunningBroker::start_with_health(config, health).await?;
     shutdown_signal().await?;
     broker.shutdown().await?;
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,13 @@
 //! the handlers: a deadline, a cap on concurrent calls per connection with
 //! load shedding (excess calls fail fast with `RESOURCE_EXHAUSTED`), and a
 //! cap on message size. [`server_builder`] is the one place the server is
-//! built, so a transport layer (TLS) wraps it there.
+//! built, with TLS when the configuration has a `[tls]` table (and client
+//! certificates demanded when it names a `client_ca`).
+//!
+//! The gRPC health service is served next to `BrokerService`: the node is
+//! live while it answers, and ready from the moment every shard's store is
+//! open and it accepts calls until shutdown begins. A `health_listen`
+//! address serves it in plain text too, for probes that cannot speak TLS.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,8 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millicent_proto::broker_service_server::BrokerServiceServer;
-use tokio::sync::watch;
+use millicent_transport::ServerTlsFiles;
+use millicent_transport::health::{self, Health, PlainHealthListener};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::server::NamedService as _;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -53,15 +62,29 @@ pub struct RunningBroker {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     maintenance: JoinHandle<()>,
     state: Arc<BrokerState>,
+    health: Health,
+    health_listener: Option<(PlainHealthListener, oneshot::Sender<()>)>,
 }
 
-/// The gRPC server with the broker's limits; the transport (plain TCP
-/// today) is given to it by the caller.
-fn server_builder() -> Server {
-    Server::builder()
+/// The name under which the node's readiness is reported.
+pub const READINESS_SERVICE: &str = BrokerServiceServer::<Broker>::NAME;
+
+/// The gRPC server with the broker's limits, serving TLS with `tls`.
+fn server_builder(tls: Option<&ServerTlsFiles>) -> Result<Server, BrokerError> {
+    let mut builder = Server::builder();
+    if let Some(files) = tls {
+        let tls_error = |detail: String| BrokerError::Config {
+            detail: format!("[tls]: {detail}"),
+        };
+        let config = files.load().map_err(|error| tls_error(error.to_string()))?;
+        builder = builder
+            .tls_config(config)
+            .map_err(|error| tls_error(millicent_transport::tls::chain(&error)))?;
+    }
+    Ok(builder
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
-        .load_shed(true)
+        .load_shed(true))
 }
 
 impl RunningBroker {
@@ -70,7 +93,18 @@ impl RunningBroker {
     /// mode 0700 if needed, and refused if others can reach them; a listen
     /// port of 0 picks a free one (see [`RunningBroker::addr`]).
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        Self::start_with_health(config, Health::new(READINESS_SERVICE).await).await
+    }
+
+    /// [`RunningBroker::start`], reporting readiness through `health`
+    /// (made with [`READINESS_SERVICE`]), which a metrics listener
+    /// started before the shards open may already serve.
+    pub async fn start_with_health(
+        config: BrokerConfig,
+        health: Health,
+    ) -> Result<RunningBroker, BrokerError> {
         let settings = config.validate()?;
+        let builder = server_builder(config.tls.as_ref())?;
         millicent_ledger::prepare_data_dir(&config.data_dir)?;
         let brokers = BrokerLinks::new(&settings.brokers)?;
         let mut shards = BTreeMap::new();
@@ -96,10 +130,37 @@ impl RunningBroker {
                 });
             }
         };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let url = settings
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        // Not ready until the server accepts calls. A failed start drops
+        // the listener's stop signal, which stops it.
+        let health_listener = match config.health_listen {
+            Some(health_addr) => {
+                let (stop, stopped) = oneshot::channel::<()>();
+                match health::serve_plain(health_addr, &health, async {
+                    let _ = stopped.await;
+                })
+                .await
+                {
+                    Ok(listener) => Some((listener, stop)),
+                    Err(error) => {
+                        close_shards(shards).await;
+                        return Err(BrokerError::Bind {
+                            addr: health_addr,
+                            detail: error.to_string(),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
         telemetry::describe();
         let mut accounts = 0;
         for shard in shards.values() {
@@ -112,8 +173,10 @@ impl RunningBroker {
         let service = BrokerServiceServer::new(Broker::new(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut stopped = stop.subscribe();
+        let mut builder = builder;
         let server = tokio::spawn(
-            server_builder()
+            builder
+                .add_service(health.service())
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -124,6 +187,7 @@ impl RunningBroker {
                 ),
         );
         let maintenance = tokio::spawn(maintain(state.clone(), stop.subscribe()));
+        health.ready().await;
 
         let settings = &state.settings;
         if settings.operator_token.is_none() {
@@ -136,6 +200,11 @@ impl RunningBroker {
             shards = %shards.join(","),
             %addr,
             url = %state.url,
+            tls = match &config.tls {
+                None => "off",
+                Some(tls) if tls.client_ca.is_some() => "mutual",
+                Some(_) => "on",
+            },
             data_dir = %config.data_dir.display(),
             suite = settings.suite.name(),
             vendors = settings.sources.len(),
@@ -147,12 +216,26 @@ impl RunningBroker {
             server,
             maintenance,
             state,
+            health,
+            health_listener,
         })
     }
 
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The node's liveness and readiness.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The plain-text address serving only health checks, if configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .map(|(listener, _)| listener.addr())
     }
 
     /// Stops accepting connections, lets calls in flight finish (for up to
@@ -164,7 +247,10 @@ impl RunningBroker {
             mut server,
             maintenance,
             state,
+            health,
+            health_listener,
         } = self;
+        health.draining().await;
         tracing::info!(%addr, "broker stopping: no new connections, draining calls in flight");
         stop.send_replace(true);
 
@@ -192,6 +278,10 @@ impl RunningBroker {
         let maintained = maintenance.await.map_err(|error| BrokerError::Server {
             detail: format!("maintenance task failed: {error}"),
         });
+        if let Some((listener, stop)) = health_listener {
+            let _ = stop.send(());
+            listener.stopped().await;
+        }
 
         let closed = close_state(state).await;
         tracing::info!(%addr, "broker stopped");

@@ -93,6 +93,11 @@ pub enum ClientError {
         /// The status message.
         message: String,
     },
+    /// TLS cannot be set up for a URL: no authority to trust for an
+    /// `https://` URL, or unusable certificate or key files. Nothing was
+    /// sent.
+    #[error(transparent)]
+    Tls(#[from] millicent_transport::TlsError),
     /// No connection could be made to a server.
     #[error(
         "cannot reach {url}: {}; check the URL and that the server is running",
@@ -104,10 +109,10 @@ pub enum ClientError {
         /// What the transport reported.
         error: tonic::transport::Error,
     },
-    /// A URL names a scheme other than `http`. Nothing was sent.
+    /// A URL names a scheme other than `http` and `https`. Nothing was sent.
     #[error(
-        "{url} is a {scheme}:// URL, but this client speaks only plain http: TLS is not \
-        available yet; give an http:// URL (or host:port) on a network you trust"
+        "{url} is a {scheme}:// URL, but this client speaks only http:// and https://; \
+        give such a URL (or host:port, for plain http)"
     )]
     UnsupportedUrl {
         /// The URL given.
@@ -361,10 +366,22 @@ impl ClientError {
                 code: status.code(),
                 message: status.message().to_owned(),
             },
-            None => ClientError::Rpc {
-                code: status.code(),
-                message: status.message().to_owned(),
-            },
+            None => {
+                // A broken connection or a failed TLS handshake says why in
+                // the status's source, not in its message.
+                let mut message = status.message().to_owned();
+                if let Some(source) = std::error::Error::source(&status) {
+                    let causes = millicent_transport::tls::chain(source);
+                    if !message.contains(&causes) {
+                        message.push_str(": ");
+                        message.push_str(&causes);
+                    }
+                }
+                ClientError::Rpc {
+                    code: status.code(),
+                    message,
+                }
+            }
         }
     }
 

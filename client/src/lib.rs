@@ -22,10 +22,10 @@
 //!
 //! # What this crate does not do
 //!
-//! - It does not speak TLS yet: URLs must be `http://` (or a bare
-//!   `host:port`), and any other scheme is refused rather than dialled in
-//!   plaintext, so it suits local and trusted networks until the transport
-//!   gains TLS.
+//! - It trusts no certificate authority by itself: `https://` URLs are
+//!   dialled only once the process has installed the authorities to trust
+//!   (and, for mutual TLS, a client certificate), which the command-line
+//!   clients do from [`millicent_transport::TlsOptions`].
 //! - The wallet file is encrypted at rest only when it is given a
 //!   passphrase ([`Passphrase`]); otherwise it relies on owner-only file
 //!   permissions, like an SSH key without a passphrase, and refuses a file

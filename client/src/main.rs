@@ -20,6 +20,7 @@ use millicent_client::wallet::{
 };
 use millicent_client::{ClientError, VendorOfferSummary};
 use millicent_core::{Amount, Variant, VendorName};
+use millicent_transport::TlsOptions;
 use serde_json::json;
 
 const AFTER_HELP: &str = "\
@@ -33,8 +34,10 @@ Getting started:
   millicent proxy        (then: curl -x http://127.0.0.1:8480 URL)
   millicent history
 
-Amounts are whole numbers of the deployment's smallest unit. URLs are plain
-http:// (or host:port): TLS is not available yet.
+Amounts are whole numbers of the deployment's smallest unit. URLs are
+http:// (or host:port) or https://; an https:// URL needs --tls-ca, the
+authority to trust, and a server that demands a client certificate needs
+--tls-cert and --tls-key too.
 
 One command at a time uses a wallet: a second command on the same wallet
 waits for the first to finish.";
@@ -69,6 +72,9 @@ struct Cli {
     /// in the terminal.
     #[arg(long, global = true, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    tls: TlsOptions,
 
     #[command(subcommand)]
     command: Command,
@@ -380,6 +386,7 @@ fn wallet_path(before: Option<&Path>, arg: WalletArg) -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
+    cli.tls.install()?;
     let keys = Keys::new(cli.passphrase_file.clone());
     let before = cli.wallet.as_deref();
     match cli.command {

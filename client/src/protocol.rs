@@ -21,7 +21,7 @@ use millicent_core::{
 use millicent_proto as wire;
 use millicent_proto::broker_service_client::BrokerServiceClient;
 use millicent_proto::vendor_service_client::VendorServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use crate::ClientError;
@@ -40,15 +40,13 @@ pub const METHOD_BUY_BROKER_SCRIP: &str = "BuyBrokerScrip";
 pub const METHOD_GET_ACCOUNT: &str = "GetAccount";
 
 /// Opens a channel to the server at `url`. A URL without a scheme is taken
-/// to be plain `http://`; any scheme but `http` is refused, as there is no
-/// TLS yet.
+/// to be plain `http://`; an `https://` URL is dialled with the TLS
+/// settings the process installed
+/// ([`millicent_transport::tls::install_process_client_tls`]), and refused
+/// if it installed none; any other scheme is refused.
 pub async fn connect(url: &str) -> Result<Channel, ClientError> {
     let url = normalize_url(url)?;
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|error| ClientError::Transport {
-            url: url.clone(),
-            error,
-        })?
+    let endpoint = millicent_transport::tls::endpoint(&url)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
     endpoint
@@ -67,14 +65,15 @@ pub async fn connect_vendor(url: &str) -> Result<VendorServiceClient<Channel>, C
     Ok(VendorServiceClient::new(connect(url).await?))
 }
 
-/// `url` as an `http://` URL: with `http://` in front if it names no
-/// scheme, refused if it names any other scheme. This client has no TLS, so
-/// an `https://` URL would otherwise be dialled in plaintext.
+/// `url` with its scheme in lower case, `http://` in front if it names
+/// none, refused if it names one other than `http` and `https`.
 pub fn normalize_url(url: &str) -> Result<String, ClientError> {
     match url.split_once("://") {
         Some((scheme, rest)) if is_scheme(scheme) => {
             if scheme.eq_ignore_ascii_case("http") {
                 Ok(format!("http://{rest}"))
+            } else if scheme.eq_ignore_ascii_case("https") {
+                Ok(format!("https://{rest}"))
             } else {
                 Err(ClientError::UnsupportedUrl {
                     url: url.to_owned(),
@@ -1019,15 +1018,15 @@ mod tests {
             normalize_url("HTTP://b.example:7100").unwrap(),
             "http://b.example:7100"
         );
-        for url in [
-            "https://b.example",
-            "ftp://b.example",
-            "grpcs://b.example:7100",
-        ] {
+        assert_eq!(
+            normalize_url("HTTPS://b.example:7100").unwrap(),
+            "https://b.example:7100"
+        );
+        for url in ["ftp://b.example", "grpcs://b.example:7100"] {
             match normalize_url(url) {
                 Err(error @ ClientError::UnsupportedUrl { .. }) => {
                     assert!(
-                        error.to_string().contains("TLS is not available yet"),
+                        error.to_string().contains("only http:// and https://"),
                         "{error}"
                     );
                 }

@@ -198,8 +198,8 @@ async fn a_user_funds_a_wallet_pays_with_change_and_reads_the_history() {
         "{error}"
     );
 
-    // There is no TLS yet: an https:// URL is refused, not dialled in
-    // plaintext.
+    // Without an authority to trust, an https:// URL is refused, not
+    // dialled unchecked, and nothing is spent.
     let https = vendor.replace("http://", "https://");
     let error = fails(&[
         "--wallet",
@@ -211,7 +211,11 @@ async fn a_user_funds_a_wallet_pays_with_change_and_reads_the_history() {
         "article-1",
     ])
     .await;
-    assert!(error.contains("TLS is not available yet"), "{error}");
+    assert!(
+        error.contains("no certificate authority to trust"),
+        "{error}"
+    );
+    assert_eq!(error.matches(&https).count(), 1, "said once: {error}");
     let balance = ok_json(&["--wallet", wallet, "balance"]).await;
     assert_eq!(balance["vendors"][0]["scrip"]["value"], 70);
 

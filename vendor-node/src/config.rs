@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use millicent_core::payment::MAX_REQUEST_LEN;
 use millicent_core::{Amount, Suite, Variant, VendorName};
 use millicent_ledger::Durability;
+use millicent_transport::ServerTlsFiles;
 use serde::Deserialize;
 
 use crate::VendorError;
@@ -31,6 +32,14 @@ pub const ENV_DATA_DIR: &str = "MILLICENT_VENDOR_DATA_DIR";
 pub const ENV_METRICS_LISTEN: &str = "MILLICENT_VENDOR_METRICS_LISTEN";
 /// Environment variable overriding [`VendorConfig::licence_token`].
 pub const ENV_LICENCE_TOKEN: &str = "MILLICENT_LICENCE_TOKEN";
+/// Environment variable overriding [`VendorConfig::health_listen`].
+pub const ENV_HEALTH_LISTEN: &str = "MILLICENT_VENDOR_HEALTH_LISTEN";
+/// Environment variable overriding `cert` of [`VendorConfig::tls`].
+pub const ENV_TLS_CERT: &str = "MILLICENT_VENDOR_TLS_CERT";
+/// Environment variable overriding `key` of [`VendorConfig::tls`].
+pub const ENV_TLS_KEY: &str = "MILLICENT_VENDOR_TLS_KEY";
+/// Environment variable overriding `client_ca` of [`VendorConfig::tls`].
+pub const ENV_TLS_CLIENT_CA: &str = "MILLICENT_VENDOR_TLS_CLIENT_CA";
 
 /// Shortest series lifetime accepted: the node checks once a minute whether
 /// its change series needs replacing, so a shorter lifetime could lapse
@@ -96,6 +105,13 @@ pub struct VendorConfig {
     pub vendors: Vec<VendorSpec>,
     /// An HTTP 402 gateway selling web resources for one of the vendors.
     pub gateway: Option<GatewaySpec>,
+    /// TLS on the gRPC address: the node's certificate and key, and the
+    /// authority whose client certificates it demands. Without it the
+    /// node serves plain text.
+    pub tls: Option<ServerTlsFiles>,
+    /// A plain-text address serving only the gRPC health service, for
+    /// probes that cannot speak TLS.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// How a node makes spends durable.
@@ -213,6 +229,8 @@ impl Default for VendorConfig {
                 ],
             }],
             gateway: None,
+            tls: None,
+            health_listen: None,
         }
     }
 }
@@ -240,6 +258,8 @@ impl std::fmt::Debug for VendorConfig {
             .field("peers", &self.peers)
             .field("vendors", &self.vendors)
             .field("gateway", &self.gateway)
+            .field("tls", &self.tls)
+            .field("health_listen", &self.health_listen)
             .finish()
     }
 }
@@ -284,6 +304,17 @@ impl VendorConfig {
         if let Some(value) = get(ENV_LICENCE_TOKEN) {
             self.licence_token = Some(value);
         }
+        if let Some(value) = get(ENV_HEALTH_LISTEN) {
+            self.health_listen = Some(parse_addr(ENV_HEALTH_LISTEN, &value)?);
+        }
+        self.tls = ServerTlsFiles::overridden(
+            self.tls.take(),
+            get(ENV_TLS_CERT),
+            get(ENV_TLS_KEY),
+            get(ENV_TLS_CLIENT_CA),
+            [ENV_TLS_CERT, ENV_TLS_KEY, ENV_TLS_CLIENT_CA],
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

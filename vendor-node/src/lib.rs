@@ -52,8 +52,9 @@
 //! It installs no metrics recorder: a process runs only one, and a process
 //! may host a broker and a vendor node together. It records through the
 //! `metrics` macros into whatever recorder the process installed (the
-//! binary installs a Prometheus exporter). It offers no TLS itself yet: run
-//! it behind a TLS-terminating proxy where the network is not trusted.
+//! binary installs a Prometheus exporter). Its HTTP 402 gateway speaks
+//! plain HTTP only (the gRPC server serves TLS with a `[tls]` table): put a
+//! TLS-terminating proxy in front of a gateway facing an untrusted network.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -80,10 +81,11 @@ mod vendor;
 
 pub use config::{
     DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_SERIES_RANGE, DurabilityMode, ENV_DATA_DIR,
-    ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ItemSpec, MAX_CHECKPOINT_INTERVAL_MS,
-    MIN_SERIES_LIFETIME_SECS, PeerSpec, VendorConfig, VendorSpec,
+    ENV_HEALTH_LISTEN, ENV_LICENCE_TOKEN, ENV_LISTEN, ENV_METRICS_LISTEN, ENV_TLS_CERT,
+    ENV_TLS_CLIENT_CA, ENV_TLS_KEY, ItemSpec, MAX_CHECKPOINT_INTERVAL_MS, MIN_SERIES_LIFETIME_SECS,
+    PeerSpec, VendorConfig, VendorSpec,
 };
 pub use error::{OWNER_NODE_KEY, OWNER_URL_KEY, REASON_KEY, VendorError};
 pub use gateway::{GatewaySpec, MIN_HEADER_BYTES, OfferBrokerSpec, PriceSpec};
-pub use server::{MAX_MESSAGE_BYTES, RunningVendor};
+pub use server::{MAX_MESSAGE_BYTES, READINESS_SERVICE, RunningVendor};
 pub use stream::MAX_BATCH;

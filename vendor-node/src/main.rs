@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use millicent_vendor::{RunningVendor, VendorConfig};
+use millicent_transport::health::Health;
+use millicent_transport::probe;
+use millicent_vendor::{READINESS_SERVICE, RunningVendor, VendorConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Group-commit batch buckets: writes made durable by one flush.
@@ -30,7 +32,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 ///
 /// Settings come from the configuration file, then from the environment
 /// (MILLICENT_VENDOR_LISTEN, MILLICENT_VENDOR_DATA_DIR,
-/// MILLICENT_VENDOR_METRICS_LISTEN, MILLICENT_LICENCE_TOKEN), then from the
+/// MILLICENT_VENDOR_METRICS_LISTEN, MILLICENT_LICENCE_TOKEN,
+/// MILLICENT_VENDOR_HEALTH_LISTEN, MILLICENT_VENDOR_TLS_CERT,
+/// MILLICENT_VENDOR_TLS_KEY, MILLICENT_VENDOR_TLS_CLIENT_CA), then from the
 /// flags below. With no file the node serves the demonstration vendor
 /// news.example on 127.0.0.1:7200 from data/vendor-1.
 ///
@@ -41,7 +45,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// series this node allocates), one [[peers]] table per other node of the
 /// same vendors (node, url, series_range), and one [[vendors]] table per
 /// vendor (name, suite, variants, clear_max_price) with [[vendors.items]]
-/// (name, price, content).
+/// (name, price, content), a [tls] table (cert, key, and client_ca to
+/// demand client certificates) and health_listen (a plain-text address
+/// serving only gRPC health checks).
 ///
 /// Log detail is set with RUST_LOG (default: info). Ctrl-C or SIGTERM stops
 /// the node cleanly: it stops accepting, finishes requests in flight,
@@ -100,25 +106,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.metrics_listen = metrics_listen;
     }
 
-    PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
+    let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
         .context("invalid latency buckets")?
         .set_buckets_for_metric(
             Matcher::Suffix("_commit_batch_size".to_owned()),
             BATCH_BUCKETS,
         )
-        .context("invalid batch buckets")?
-        .install()
-        .with_context(|| {
-            format!(
-                "cannot serve metrics on {}; choose another --metrics-listen",
-                config.metrics_listen
-            )
-        })?;
-    tracing::info!(listen = %config.metrics_listen, "metrics served at /metrics");
+        .context("invalid batch buckets")?;
+    let health = Health::new(READINESS_SERVICE).await;
+    let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}; choose another --metrics-listen"))?;
+    tracing::info!(listen = %metrics_addr, "metrics at /metrics, probes at /healthz and /readyz");
 
-    let node = RunningVendor::start(config).await?;
+    let node = RunningVendor::start_with_health(config, health).await?;
     shutdown_signal().await?;
     tracing::info!("shutdown requested");
     node.shutdown().await?;

@@ -1,5 +1,11 @@
 //! Starting and stopping a node: data directory, store, gRPC server and
 //! background task, in that order up and in reverse order down.
+//!
+//! The gRPC server serves TLS when the configuration has a `[tls]` table
+//! (demanding client certificates when it names a `client_ca`), and always
+//! serves the gRPC health service next to `VendorService`: the node is live
+//! while it answers and ready from the moment its store is open and it
+//! accepts calls until shutdown begins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +14,10 @@ use std::time::Duration;
 
 use millicent_ledger::{Durability, Ledger};
 use millicent_proto::vendor_service_server::VendorServiceServer;
+use millicent_transport::health::{self, Health, PlainHealthListener};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::server::NamedService as _;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -40,15 +48,40 @@ pub struct RunningVendor {
     stop_maintenance: oneshot::Sender<()>,
     maintenance: JoinHandle<()>,
     gateway: Option<RunningGateway>,
+    health: Health,
+    health_listener: Option<(PlainHealthListener, oneshot::Sender<()>)>,
 }
+
+/// The name under which the node's readiness is reported.
+pub const READINESS_SERVICE: &str = VendorServiceServer::<GrpcVendor>::NAME;
 
 impl RunningVendor {
     /// Opens the store in `config.data_dir`, loads or creates every
     /// vendor's keys, binds `config.listen` and returns once the node is
     /// accepting connections. Needs a tokio runtime.
     pub async fn start(config: VendorConfig) -> Result<RunningVendor, VendorError> {
+        Self::start_with_health(config, Health::new(READINESS_SERVICE).await).await
+    }
+
+    /// [`RunningVendor::start`], reporting readiness through `health`
+    /// (made with [`READINESS_SERVICE`]), which a metrics listener
+    /// started before the store opens may already serve.
+    pub async fn start_with_health(
+        config: VendorConfig,
+        health: Health,
+    ) -> Result<RunningVendor, VendorError> {
         let settings = config.validate()?;
         crate::telemetry::describe();
+        let mut builder = Server::builder();
+        if let Some(files) = &config.tls {
+            let tls_error = |detail: String| VendorError::Config {
+                detail: format!("[tls]: {detail}"),
+            };
+            let tls = files.load().map_err(|error| tls_error(error.to_string()))?;
+            builder = builder
+                .tls_config(tls)
+                .map_err(|error| tls_error(millicent_transport::tls::chain(&error)))?;
+        }
         millicent_ledger::prepare_data_dir(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -60,6 +93,23 @@ impl RunningVendor {
             addr: config.listen,
             detail: error.to_string(),
         })?;
+        // Not ready until the store is open and the server accepts calls.
+        // A failed start drops the listener's stop signal, which stops it.
+        let health_listener = match config.health_listen {
+            Some(health_addr) => {
+                let (stop, stopped) = oneshot::channel::<()>();
+                let listener = health::serve_plain(health_addr, &health, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map_err(|error| VendorError::Bind {
+                    addr: health_addr,
+                    detail: error.to_string(),
+                })?;
+                Some((listener, stop))
+            }
+            None => None,
+        };
 
         let durability = settings.durability;
         let gateway_settings = settings.gateway.clone();
@@ -99,10 +149,11 @@ impl RunningVendor {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
-        let server = Server::builder()
+        let server = builder
             .load_shed(true)
             .concurrency_limit_per_connection(config.max_requests_per_connection)
             .timeout(request_timeout)
+            .add_service(health.service())
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = serving_stopped.await;
@@ -128,6 +179,7 @@ impl RunningVendor {
             },
             None => None,
         };
+        health.ready().await;
 
         let vendors: Vec<&str> = node
             .vendors()
@@ -142,6 +194,11 @@ impl RunningVendor {
             vendors = %vendors.join(","),
             series_range = %series,
             peers = config.peers.len(),
+            tls = match &config.tls {
+                None => "off",
+                Some(tls) if tls.client_ca.is_some() => "mutual",
+                Some(_) => "on",
+            },
             durability = match durability {
                 Durability::Strict => "strict",
                 Durability::Relaxed { .. } => "relaxed",
@@ -158,7 +215,21 @@ impl RunningVendor {
             stop_maintenance,
             maintenance,
             gateway,
+            health,
+            health_listener,
         })
+    }
+
+    /// The node's liveness and readiness.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The plain-text address serving only health checks, if configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .map(|(listener, _)| listener.addr())
     }
 
     /// The address the node listens on (with the real port if the
@@ -186,8 +257,11 @@ impl RunningVendor {
             stop_maintenance,
             maintenance,
             gateway,
+            health,
+            health_listener,
         } = self;
 
+        health.draining().await;
         tracing::info!(listen = %addr, "stopping: no new connections, draining requests in flight");
         if let Some(gateway) = gateway {
             gateway.shutdown().await;
@@ -205,6 +279,10 @@ impl RunningVendor {
         let _ = stop_maintenance.send(());
         if let Err(error) = maintenance.await {
             tracing::warn!(%error, "the background task failed");
+        }
+        if let Some((listener, stop)) = health_listener {
+            let _ = stop.send(());
+            listener.stopped().await;
         }
 
         // Connection tasks drop their handles on the node just after the

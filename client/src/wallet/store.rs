@@ -126,23 +126,13 @@ pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
 
 /// Refuses a wallet file that users other than its owner can read or change:
 /// anyone who can read it can spend its scrip.
-#[cfg(unix)]
 fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<(), ClientError> {
-    use std::os::unix::fs::PermissionsExt;
-
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ClientError::WalletNotPrivate {
+    millicent_transport::secret_file::check_owner_only(metadata).map_err(|not_private| {
+        ClientError::WalletNotPrivate {
             path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path, _metadata: &fs::Metadata) -> Result<(), ClientError> {
-    Ok(())
+            mode: not_private.mode,
+        }
+    })
 }
 
 /// Writes a new wallet at `path`, failing if any file is there already.
