@@ -47,6 +47,16 @@ pub enum LedgerError {
     /// The committer has shut down; nothing more can be made durable.
     #[error("the store is shutting down")]
     Closed,
+    /// Another process has the store open: one store, one process.
+    #[error(
+        "the store in {} is open in another process; is the service running? \
+         Stop it first, or ask the running service instead",
+        path.display()
+    )]
+    InUse {
+        /// The store's directory.
+        path: std::path::PathBuf,
+    },
 }
 
 impl LedgerError {
@@ -84,7 +94,19 @@ impl Ledger {
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
             .open()
-            .map_err(|error| LedgerError::storage("open", error))?;
+            .map_err(|error| match error {
+                // sled holds an exclusive lock on its files while open, and
+                // reports a taken lock as an I/O error saying so.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().starts_with("could not acquire lock") =>
+                {
+                    LedgerError::InUse {
+                        path: path.to_owned(),
+                    }
+                }
+                other => LedgerError::storage("open", other),
+            })?;
         let staging = Arc::new(commit::Staging::default());
         let committer = Arc::new(commit::Committer::start(
             db.clone(),
@@ -198,3 +220,22 @@ impl std::fmt::Debug for Ledger {
 
 /// Default interval between checkpoints in [`Durability::Relaxed`] mode.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_open_elsewhere_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Ledger::open(dir.path(), Durability::Strict).unwrap();
+        let error = Ledger::open(dir.path(), Durability::Strict).unwrap_err();
+        assert!(
+            matches!(&error, LedgerError::InUse { path } if path == dir.path()),
+            "{error}"
+        );
+        assert!(error.to_string().contains("another process"), "{error}");
+        first.close().await.unwrap();
+        Ledger::open(dir.path(), Durability::Strict).unwrap();
+    }
+}
