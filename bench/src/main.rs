@@ -625,28 +625,11 @@ async fn transport(args: TransportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Latency buckets of the local network's histograms, in seconds.
-const SECONDS_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5,
-];
-
-/// Group-commit batch buckets: writes made durable by one flush.
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-];
-
 /// Serves the local network's metrics as the broker and vendor node
 /// binaries do, histograms included.
 fn install_metrics(listen: SocketAddr) -> anyhow::Result<()> {
-    use metrics_exporter_prometheus::Matcher;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    millicent_transport::probe::prometheus_builder()?
         .with_http_listener(listen)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Suffix("_commit_batch_size".to_owned()),
-            BATCH_BUCKETS,
-        )?
         .install()
         .with_context(|| {
             format!("serving metrics on {listen} (is the port in use? try --metrics-listen)")

@@ -7,21 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use millicent_broker::{BrokerConfig, READINESS_SERVICE, RunningBroker, admin, audit};
 use millicent_transport::TlsOptions;
 use millicent_transport::health::Health;
 use millicent_transport::probe;
-
-/// Group-commit batch sizes: how many operations share one flush.
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-];
-
-/// Latency buckets, in seconds: from a cached reply to a slow disk flush.
-const SECONDS_BUCKETS: &[f64] = &[
-    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
 
 #[derive(Parser)]
 #[command(
@@ -262,14 +251,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.metrics_listen = metrics_listen;
     }
 
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
-        .context("invalid histogram buckets")?
-        .set_buckets_for_metric(
-            Matcher::Suffix("_commit_batch_size".to_owned()),
-            BATCH_BUCKETS,
-        )
-        .context("invalid histogram buckets")?;
+    let builder = probe::prometheus_builder()?;
     let health = Health::new(READINESS_SERVICE).await;
     let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
         .await

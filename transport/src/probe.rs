@@ -21,7 +21,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::health::Health;
 
@@ -34,6 +34,36 @@ pub const READINESS_PATH: &str = "/readyz";
 
 /// How often the exporter's histograms are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Buckets of every `*_seconds` histogram: a durable answer takes from
+/// tens of microseconds (a cached reply, a batched flush) to seconds (a
+/// slow disk).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// Buckets of every `*_commit_batch_size` histogram: writes made durable
+/// by one flush.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// A Prometheus builder with the histogram buckets every binary of the
+/// project uses, so that dashboards read them alike.
+pub fn prometheus_builder() -> Result<PrometheusBuilder, ProbeError> {
+    let invalid = |error: metrics_exporter_prometheus::BuildError| ProbeError::Recorder {
+        detail: error.to_string(),
+    };
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+        .map_err(invalid)?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_commit_batch_size".to_owned()),
+            BATCH_BUCKETS,
+        )
+        .map_err(invalid)
+}
 
 /// Renders the Prometheus text of the process's metrics.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;

@@ -6,23 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use millicent_transport::health::Health;
 use millicent_transport::probe;
 use millicent_vendor::{READINESS_SERVICE, RunningVendor, VendorConfig};
 use tracing_subscriber::EnvFilter;
-
-/// Group-commit batch buckets: writes made durable by one flush.
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-];
-
-/// Latency buckets in seconds: a durable payment takes from tens of
-/// microseconds (batched flushes) to tens of milliseconds (a slow disk).
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
-];
 
 /// Runs a Millicent vendor validation node.
 ///
@@ -106,14 +93,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.metrics_listen = metrics_listen;
     }
 
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-        .context("invalid latency buckets")?
-        .set_buckets_for_metric(
-            Matcher::Suffix("_commit_batch_size".to_owned()),
-            BATCH_BUCKETS,
-        )
-        .context("invalid batch buckets")?;
+    let builder = probe::prometheus_builder()?;
     let health = Health::new(READINESS_SERVICE).await;
     let metrics_addr = probe::serve_prometheus(config.metrics_listen, builder, health.clone())
         .await
