@@ -315,3 +315,82 @@ async fn the_demo_refuses_every_replay_in_every_stamped_variant() {
         network.shutdown().await.unwrap();
     }
 }
+
+/// A payment stream outlives its call: when the vendor node restarts, the
+/// payment in flight fails with an unknown outcome, and sending it again on
+/// the same `PaymentStream` opens a new call and gets it answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_stream_reopens_after_the_vendor_node_restarts() {
+    use millicent_vendor::{RunningVendor, VendorConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = VendorConfig {
+        listen: ([127, 0, 0, 1], port).into(),
+        data_dir: dir.path().join("vendor"),
+        licence_token: Some("licence".to_owned()),
+        ..VendorConfig::default()
+    };
+    let node = RunningVendor::start(config.clone()).await.unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut vendor = connect_vendor(&url).await.unwrap();
+    let offer = protocol::prices(&mut vendor).await.unwrap().remove(0);
+    let item = offer.items[0].name.clone();
+    let mut request = tonic::Request::new(wire::GrantLicenceRequest {
+        vendor: offer.vendor.as_str().to_owned(),
+        broker: "test-minter".to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer licence".parse().unwrap());
+    let licence = vendor.grant_licence(request).await.unwrap().into_inner();
+    let keys = key_ring(&offer.vendor, &licence);
+    let suite = Suite::from_id(licence.suite as u8).unwrap();
+    let mint = |seq: u32| {
+        keys.mint(ScripBody {
+            suite,
+            vendor: offer.vendor.clone(),
+            value: Amount::new(1000),
+            id: ScripId::new(licence.series, seq),
+            cust_id: millicent_core::CustId::new(licence.customer_selector as u16, 1).unwrap(),
+            expires_at: now_secs() + 3600,
+            properties: Properties::default(),
+        })
+        .unwrap()
+    };
+    let (first, second) = (mint(0), mint(1));
+    let secret = keys.customer_secret(suite, first.body().cust_id).unwrap();
+    let stream = millicent_client::stream::PaymentStream::open(&mut vendor)
+        .await
+        .unwrap();
+    stream
+        .pay(&first, &secret, Variant::Secure, &item)
+        .await
+        .unwrap();
+
+    node.shutdown().await.unwrap();
+    let node = RunningVendor::start(config).await.unwrap();
+    let mut tries = 0;
+    let paid = loop {
+        tries += 1;
+        match stream.pay(&second, &secret, Variant::Secure, &item).await {
+            Ok(paid) => break paid,
+            Err(error) => {
+                assert!(error.outcome_unknown(), "try {tries}: {error}");
+                assert!(tries < 20, "the stream never came back: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let price = offer.items[0].price.units();
+    assert_eq!(paid.change.unwrap().value(), Amount::new(1000 - price));
+    // The node kept the first payment's spend across the restart.
+    let replay = stream.pay(&first, &secret, Variant::Private, &item).await;
+    assert_eq!(reason(&replay.unwrap_err()), "double_spend");
+    drop(stream);
+    node.shutdown().await.unwrap();
+}

@@ -10,6 +10,10 @@
 //! as one `PayBatch` message (at most [`MAX_BATCH`] payments, well within
 //! the node's message limit), so batches grow with the load and a lone
 //! payment leaves at once.
+//!
+//! When the call ends (the node restarted, the connection dropped), the
+//! payments waiting on it fail with an unknown outcome, and the next
+//! payment opens a new call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +31,15 @@ use crate::ClientError;
 use crate::convert::payment_reply_from_wire;
 use crate::protocol::{Paid, prepare_payment};
 
-/// Payments sent but not yet answered, by sequence number.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<wire::PayStreamReply>>>>;
+/// Payments sent but not yet answered, by sequence number, and whether the
+/// call they went out on has ended.
+#[derive(Default)]
+struct Waiting {
+    replies: HashMap<u64, oneshot::Sender<wire::PayStreamReply>>,
+    ended: bool,
+}
+
+type Pending = Arc<Mutex<Waiting>>;
 
 /// How many payments may wait to be sent on the stream.
 const SEND_QUEUE: usize = 1024;
@@ -40,11 +51,19 @@ const MAX_BATCH_BYTES: usize = 48 * 1024;
 /// Batches handed to the transport and not yet sent.
 const BATCH_QUEUE: usize = 4;
 
-/// One open `PayStream` call to a vendor node.
+/// Payments to one vendor node on a `PayStream` call, opened again on the
+/// next payment after the call ends (the node restarted, the connection
+/// dropped).
 pub struct PaymentStream {
+    client: VendorServiceClient<Channel>,
+    link: tokio::sync::Mutex<Arc<Link>>,
+    next_sequence: AtomicU64,
+}
+
+/// One `PayStream` call and the tasks that feed and read it.
+struct Link {
     requests: mpsc::Sender<wire::PayStreamRequest>,
     pending: Pending,
-    next_sequence: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
     batcher: tokio::task::JoinHandle<()>,
 }
@@ -54,42 +73,18 @@ impl PaymentStream {
     pub async fn open(
         client: &mut VendorServiceClient<Channel>,
     ) -> Result<PaymentStream, ClientError> {
-        let (requests, queued) = mpsc::channel(SEND_QUEUE);
-        let (batches, outgoing) = mpsc::channel(BATCH_QUEUE);
-        let batcher = tokio::spawn(send_batches(queued, batches));
-        let mut replies = client
-            .pay_stream(ReceiverStream::new(outgoing))
-            .await?
-            .into_inner();
-        let pending: Pending = Arc::default();
-        let dispatch = pending.clone();
-        let reader = tokio::spawn(async move {
-            while let Ok(Some(batch)) = replies.message().await {
-                let mut waiting = lock(&dispatch);
-                for reply in batch.replies {
-                    if let Some(waiter) = waiting.remove(&reply.sequence) {
-                        // A payer that gave up no longer needs its reply.
-                        let _ = waiter.send(reply);
-                    }
-                }
-            }
-            // The stream ended: wake every payer still waiting, so that it
-            // sees the outcome as unknown instead of waiting for ever.
-            lock(&dispatch).clear();
-        });
+        let link = Link::open(client.clone()).await?;
         Ok(PaymentStream {
-            requests,
-            pending,
+            client: client.clone(),
+            link: tokio::sync::Mutex::new(Arc::new(link)),
             next_sequence: AtomicU64::new(0),
-            reader,
-            batcher,
         })
     }
 
     /// Pays for `item` with `scrip` on the stream and checks the reply, like
     /// [`pay`](crate::protocol::pay). If the stream breaks before the reply,
     /// the error has no reason and the payment's outcome is unknown: send the
-    /// same payment again (on a new stream or by unary `Pay`).
+    /// same payment again, which goes out on a new call.
     pub async fn pay(
         &self,
         scrip: &Scrip,
@@ -98,15 +93,24 @@ impl PaymentStream {
         item: &str,
     ) -> Result<Paid, ClientError> {
         let (payment, request) = prepare_payment(scrip, secret, variant, item)?;
+        let link = self.live_link().await?;
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
-        lock(&self.pending).insert(sequence, waiter);
+        {
+            // The reader marks the call ended under this lock, so a payment
+            // either is in the map it wakes or sees the call ended.
+            let mut waiting = lock(&link.pending);
+            if waiting.ended {
+                return Err(stream_broken());
+            }
+            waiting.replies.insert(sequence, waiter);
+        }
         let request = wire::PayStreamRequest {
             sequence,
             payment: Some(request),
         };
-        if self.requests.send(request).await.is_err() {
-            lock(&self.pending).remove(&sequence);
+        if link.requests.send(request).await.is_err() {
+            lock(&link.pending).replies.remove(&sequence);
             return Err(stream_broken());
         }
         let reply = answer.await.map_err(|_| stream_broken())?;
@@ -132,9 +136,61 @@ impl PaymentStream {
             }),
         }
     }
+
+    /// The current call, or a new one if it has ended. Payers that find it
+    /// ended together open one call between them.
+    async fn live_link(&self) -> Result<Arc<Link>, ClientError> {
+        let mut link = self.link.lock().await;
+        if lock(&link.pending).ended {
+            *link = Arc::new(Link::open(self.client.clone()).await?);
+        }
+        Ok(link.clone())
+    }
 }
 
-impl Drop for PaymentStream {
+impl Link {
+    async fn open(mut client: VendorServiceClient<Channel>) -> Result<Link, ClientError> {
+        let (requests, queued) = mpsc::channel(SEND_QUEUE);
+        let (batches, outgoing) = mpsc::channel(BATCH_QUEUE);
+        let batcher = tokio::spawn(send_batches(queued, batches));
+        let stop_batcher = batcher.abort_handle();
+        let mut replies = match client.pay_stream(ReceiverStream::new(outgoing)).await {
+            Ok(replies) => replies.into_inner(),
+            Err(status) => {
+                batcher.abort();
+                return Err(status.into());
+            }
+        };
+        let pending: Pending = Arc::default();
+        let dispatch = pending.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(batch)) = replies.message().await {
+                let mut waiting = lock(&dispatch);
+                for reply in batch.replies {
+                    if let Some(waiter) = waiting.replies.remove(&reply.sequence) {
+                        // A payer that gave up no longer needs its reply.
+                        let _ = waiter.send(reply);
+                    }
+                }
+            }
+            // The call ended: wake every payer still waiting, so that it
+            // sees the outcome as unknown instead of waiting for ever, and
+            // stop taking payments, so that none waits on a dead call.
+            let mut waiting = lock(&dispatch);
+            waiting.ended = true;
+            waiting.replies.clear();
+            stop_batcher.abort();
+        });
+        Ok(Link {
+            requests,
+            pending,
+            reader,
+            batcher,
+        })
+    }
+}
+
+impl Drop for Link {
     fn drop(&mut self) {
         self.reader.abort();
         self.batcher.abort();
@@ -173,9 +229,7 @@ async fn send_batches(
     }
 }
 
-fn lock(
-    pending: &Pending,
-) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<wire::PayStreamReply>>> {
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Waiting> {
     // Only inserts and removes happen under the lock; a panic cannot leave
     // the map half-changed.
     pending

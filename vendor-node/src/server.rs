@@ -50,6 +50,8 @@ pub struct RunningVendor {
     gateway: Option<RunningGateway>,
     health: Health,
     health_listener: Option<(PlainHealthListener, oneshot::Sender<()>)>,
+    /// Told when shutdown begins, so that payment streams end.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// The name under which the node's readiness is reported.
@@ -145,8 +147,10 @@ impl RunningVendor {
         }
 
         let request_timeout = Duration::from_secs(config.request_timeout_secs);
-        let service = VendorServiceServer::new(GrpcVendor::new(node.clone(), request_timeout))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let (draining, drain_signal) = tokio::sync::watch::channel(false);
+        let service =
+            VendorServiceServer::new(GrpcVendor::new(node.clone(), request_timeout, drain_signal))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
         let server = builder
@@ -217,6 +221,7 @@ impl RunningVendor {
             gateway,
             health,
             health_listener,
+            draining,
         })
     }
 
@@ -259,6 +264,7 @@ impl RunningVendor {
             gateway,
             health,
             health_listener,
+            draining,
         } = self;
 
         health.draining().await;
@@ -266,6 +272,9 @@ impl RunningVendor {
         if let Some(gateway) = gateway {
             gateway.shutdown().await;
         }
+        // Streams answer what they have read and end, so that their
+        // clients go elsewhere or come back, rather than holding the drain.
+        let _ = draining.send(true);
         let _ = stop_serving.send(());
         match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
             Ok(Ok(Ok(()))) => {}

@@ -23,13 +23,20 @@ pub(crate) struct GrpcVendor {
     /// The longest one payment on a stream may take; a unary call is
     /// bounded by the server's request timeout instead.
     payment_timeout: Duration,
+    /// Turns true when the node starts shutting down.
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl GrpcVendor {
-    pub(crate) fn new(node: Arc<Node>, payment_timeout: Duration) -> GrpcVendor {
+    pub(crate) fn new(
+        node: Arc<Node>,
+        payment_timeout: Duration,
+        draining: tokio::sync::watch::Receiver<bool>,
+    ) -> GrpcVendor {
         GrpcVendor {
             node,
             payment_timeout,
+            draining,
         }
     }
 
@@ -77,6 +84,7 @@ impl VendorService for GrpcVendor {
             self.node.clone(),
             request.into_inner(),
             self.payment_timeout,
+            self.draining.clone(),
         );
         Ok(Response::new(replies))
     }

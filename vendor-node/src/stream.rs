@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millicent_proto as wire;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::Status;
@@ -65,30 +65,42 @@ pub(crate) type Replies = ReceiverStream<Result<wire::PayBatchReply, Status>>;
 
 /// Starts paying the batches of `inbound`, each for at most `timeout`, and
 /// returns the stream of answers.
-pub(crate) fn serve<S>(node: Arc<Node>, inbound: S, timeout: Duration) -> Replies
+pub(crate) fn serve<S>(
+    node: Arc<Node>,
+    inbound: S,
+    timeout: Duration,
+    draining: watch::Receiver<bool>,
+) -> Replies
 where
     S: Stream<Item = Result<wire::PayBatch, Status>> + Send + Unpin + 'static,
 {
     let (replies, outbound) = mpsc::channel(REPLY_QUEUE);
-    tokio::spawn(read(node, inbound, timeout, replies));
+    tokio::spawn(read(node, inbound, timeout, replies, draining));
     ReceiverStream::new(outbound)
 }
 
 /// Reads batches and starts paying each, until the client stops sending,
-/// goes away, or sends something unreadable.
+/// goes away, sends something unreadable, or the node starts shutting
+/// down; then answers what it read and ends.
 async fn read<S>(
     node: Arc<Node>,
     mut inbound: S,
     timeout: Duration,
     replies: mpsc::Sender<Result<wire::PayBatchReply, Status>>,
+    mut draining: watch::Receiver<bool>,
 ) where
     S: Stream<Item = Result<wire::PayBatch, Status>> + Unpin,
 {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let unreadable = loop {
+    let ended = loop {
         let batch = tokio::select! {
             batch = inbound.next() => batch,
             () = replies.closed() => return,
+            _ = draining.wait_for(|draining| *draining) => {
+                break Status::unavailable(
+                    "the vendor node is shutting down; send unanswered payments again",
+                );
+            }
         };
         let batch = match batch {
             None => return,
@@ -112,7 +124,7 @@ async fn read<S>(
     tokio::select! {
         _ = in_flight.acquire_many(all) => {
             // The client may have gone already; then nobody needs the status.
-            let _ = replies.send(Err(unreadable)).await;
+            let _ = replies.send(Err(ended)).await;
         }
         () = replies.closed() => {}
     }
