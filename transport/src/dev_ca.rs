@@ -6,8 +6,8 @@
 //! to the certificates it signs, and nothing revokes what it issued. Real
 //! deployments take their certificates from their own authority.
 //!
-//! Keys are ECDSA P-256; certificates are valid from a year before today to
-//! two years after. A *node* certificate is for a server (the names and
+//! Keys are ECDSA P-256; certificates are valid from the start of last
+//! year to 1 January of the year after next. A *node* certificate is for a server (the names and
 //! addresses it is reached by) and also serves as the client certificate
 //! that node presents when it calls others (a broker calling vendor nodes
 //! or other brokers); a *client* certificate is for clients only.
