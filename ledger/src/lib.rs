@@ -90,23 +90,7 @@ impl Ledger {
         durability: Durability,
         metrics: CommitMetrics,
     ) -> Result<Ledger, LedgerError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|error| match error {
-                // sled holds an exclusive lock on its files while open, and
-                // reports a taken lock as an I/O error saying so.
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().starts_with("could not acquire lock") =>
-                {
-                    LedgerError::InUse {
-                        path: path.to_owned(),
-                    }
-                }
-                other => LedgerError::storage("open", other),
-            })?;
+        let db = open_db(path)?;
         let staging = Arc::new(commit::Staging::default());
         let committer = Arc::new(commit::Committer::start(
             db.clone(),
@@ -220,6 +204,39 @@ impl std::fmt::Debug for Ledger {
 
 /// Default interval between checkpoints in [`Durability::Relaxed`] mode.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long opening waits for a store that a process just closed or lost:
+/// sled releases its lock a moment after its last handle goes.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database in `path`, waiting up to [`LOCK_WAIT`] for its
+/// lock.
+fn open_db(path: &Path) -> Result<sled::Db, LedgerError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            // sled holds an exclusive lock on its files while open, and
+            // reports a taken lock as an I/O error saying so.
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().starts_with("could not acquire lock") =>
+            {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(LedgerError::InUse {
+                        path: path.to_owned(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => return Err(LedgerError::storage("open", other)),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
