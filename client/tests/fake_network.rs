@@ -25,7 +25,7 @@ use millicent_core::scrip::{CustId, Properties, ScripBody};
 use millicent_core::suite::Mac;
 use millicent_core::{
     AccountKey, Amount, CustomerKey, KeyRing, MasterSecret, Payment, Scrip, ScripId, SealPurpose,
-    SeriesKey, Suite, Variant, VendorName,
+    SeriesKey, Suite, Variant, VendorName, VerifiedPayment,
 };
 use millicent_proto as wire;
 use millicent_proto::broker_service_server::{BrokerService, BrokerServiceServer};
@@ -316,6 +316,28 @@ impl FakeBroker {
         Ok((auth.account_id, key))
     }
 
+    /// Checks a secure-variant payment in broker scrip, as the exchange and
+    /// refund calls carry it: the verified payment, its ID# and its stamp.
+    fn verify_payment(
+        &self,
+        scrip: Option<wire::Scrip>,
+        request: Vec<u8>,
+        request_stamp: &[u8],
+    ) -> Result<(VerifiedPayment, u64, Mac), Status> {
+        let scrip = decode_scrip(scrip)?;
+        let request_stamp = stamp(scrip.suite(), request_stamp)?;
+        let payment = Payment {
+            scrip,
+            variant: Variant::Secure,
+            request,
+            request_stamp,
+        };
+        let verified = payment.verify(&self.ring, now_s()).map_err(core_refusal)?;
+        let id = verified.scrip().id().as_u64();
+        let stamp = *verified.request_stamp().unwrap();
+        Ok((verified, id, stamp))
+    }
+
     fn mint(ring: &KeyRing, value: u64, seq: u32, cust: u64) -> Scrip {
         ring.mint(ScripBody {
             suite: Suite::Classic,
@@ -428,17 +450,11 @@ impl BrokerService for FakeBroker {
         request: Request<wire::ExchangeRequest>,
     ) -> Result<Response<wire::ExchangeReply>, Status> {
         let request = request.into_inner();
-        let scrip = decode_scrip(request.broker_scrip)?;
-        let request_stamp = stamp(scrip.suite(), &request.request_stamp)?;
-        let payment = Payment {
-            scrip,
-            variant: Variant::Secure,
-            request: request.request,
-            request_stamp,
-        };
-        let verified = payment.verify(&self.ring, now_s()).map_err(core_refusal)?;
-        let id = verified.scrip().id().as_u64();
-        let stamp = *verified.request_stamp().unwrap();
+        let (verified, id, stamp) = self.verify_payment(
+            request.broker_scrip,
+            request.request,
+            &request.request_stamp,
+        )?;
 
         let mut state = self.state.lock().unwrap();
         if let Some((seen, reply)) = state.spent.get(&id) {
@@ -525,17 +541,11 @@ impl BrokerService for FakeBroker {
         request: Request<wire::RefundRequest>,
     ) -> Result<Response<wire::RefundReply>, Status> {
         let request = request.into_inner();
-        let scrip = decode_scrip(request.broker_scrip)?;
-        let request_stamp = stamp(scrip.suite(), &request.request_stamp)?;
-        let payment = Payment {
-            scrip,
-            variant: Variant::Secure,
-            request: request.request,
-            request_stamp,
-        };
-        let verified = payment.verify(&self.ring, now_s()).map_err(core_refusal)?;
-        let id = verified.scrip().id().as_u64();
-        let stamp = *verified.request_stamp().unwrap();
+        let (verified, id, stamp) = self.verify_payment(
+            request.broker_scrip,
+            request.request,
+            &request.request_stamp,
+        )?;
 
         let mut state = self.state.lock().unwrap();
         if let Some((seen, reply)) = state.refunds.get(&id) {
