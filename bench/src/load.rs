@@ -162,10 +162,8 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     // The replays at the end must be other payments than the ones that
     // spent the scrip, or the node rightly answers them as retries: another
     // stamped variant of the same item.
-    let replay_variant = [Variant::Private, Variant::Secure]
-        .into_iter()
-        .find(|variant| *variant != plan.variant && offer.variants.contains(variant))
-        .with_context(|| {
+    let replay_variant =
+        other_stamped_variant(plan.variant, &offer.variants).with_context(|| {
             format!(
                 "vendor {} accepts no stamped variant besides {}, so spent scrip cannot be \
                  replayed in another payment",
@@ -481,6 +479,15 @@ pub struct ReplayCheck {
     /// Replays that got another refusal or no answer: the check could not
     /// be made for them.
     pub inconclusive: u64,
+}
+
+/// A stamped variant other than `used` among `accepted`: the node tells a
+/// payment in it from one in `used`, so spent scrip presented in it is a
+/// replay, not a retry.
+pub(crate) fn other_stamped_variant(used: Variant, accepted: &[Variant]) -> Option<Variant> {
+    [Variant::Private, Variant::Secure]
+        .into_iter()
+        .find(|variant| *variant != used && accepted.contains(variant))
 }
 
 /// Spends every piece of `spent` again as a payment for `item` in

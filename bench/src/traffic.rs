@@ -57,7 +57,8 @@ use rand::{RngExt as _, SeedableRng as _};
 use tonic::transport::Channel;
 
 use crate::load::{
-    Funded, Payer, RETRY_PAUSE, ReplayCheck, Until, open_funded_account, replay_spent, set_up_all,
+    Funded, Payer, RETRY_PAUSE, ReplayCheck, Until, open_funded_account, other_stamped_variant,
+    replay_spent, set_up_all,
 };
 use crate::mix::{Mix, Operation};
 use crate::record::{OperationFigures, Outcome, Recorder, Second};
@@ -346,9 +347,7 @@ async fn target(
         .with_context(|| format!("vendor {} at {url} sells nothing", offer.vendor))?;
     // A replay must be another payment than the one that spent the scrip:
     // another stamped variant, or else another item.
-    let other_variant = [Variant::Private, Variant::Secure]
-        .into_iter()
-        .find(|variant| *variant != plan.variant && offer.variants.contains(variant));
+    let other_variant = other_stamped_variant(plan.variant, &offer.variants);
     let replay = match (other_variant, items.get(1)) {
         (Some(variant), _) => (variant, cheapest.name.clone()),
         (None, Some(second)) => (plan.variant, second.name.clone()),
